@@ -1,0 +1,61 @@
+# Entry points: `make bench` (main job) and `make test`. Every target installs what it needs
+# into .venv the first time it runs; nothing else has to be set up by hand.
+PYTHON  ?= python3.11
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip --disable-pip-version-check -q
+MODEL   ?= flip-tiny
+DATA    ?= data/objascale-mini
+PRESET  ?= mini
+OUT     ?= $(DATA)
+ARGS    ?=
+STAMP   := $(VENV)/.stamp
+
+.PHONY: setup setup-all test bench objascale train ext clean help
+help:
+	@echo "make bench [MODEL=flip-tiny] [DATA=data/objascale-mini]  run the benchmark, reports in results/"
+	@echo "make test                                               run the test suite"
+	@echo "make objascale [PRESET=mini] [OUT=data/objascale-mini]   render an ObjaScale dataset"
+	@echo "make train [MODEL=flip-tiny] [DATA=...]                 train FLIP"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade "pip>=24" "setuptools>=68" wheel
+
+# core: the package, its C extension, torch
+$(STAMP)-core: $(PY) pyproject.toml setup.py $(wildcard ext/*.c ext/*.h)
+	$(PIP) install "numpy<2" "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install -e ".[dev]"
+	@touch $@
+
+$(STAMP)-objascale: $(STAMP)-core
+	$(PIP) install -e ".[dev,objascale]"
+	@touch $@
+
+$(STAMP)-baselines: $(STAMP)-core
+	$(PIP) install -e ".[dev,baselines]" "numpy<2"
+	@touch $@
+
+setup: $(STAMP)-core
+setup-all: $(STAMP)-core $(STAMP)-objascale $(STAMP)-baselines
+
+ext: $(STAMP)-core
+	$(PY) setup.py build_ext --inplace -q
+
+test: setup-all
+	$(PY) -m pytest -q $(ARGS)
+
+objascale: $(STAMP)-objascale
+	$(PY) -m objascale --preset $(PRESET) --out $(OUT) $(ARGS)
+
+bench: setup-all
+	@if [ ! -e "$(DATA)" ] && [ "$(DATA)" = "data/objascale-mini" ]; then \
+	  echo "$(DATA) is missing: rendering the ObjaScale mini preset first"; \
+	  $(PY) -m objascale --preset mini --out $(DATA); fi
+	$(PY) -m benchmark --model $(MODEL) --data $(DATA) $(ARGS)
+
+train: $(STAMP)-objascale
+	$(PY) -m flip.train --model $(MODEL) --data $(DATA) $(ARGS)
+
+clean:
+	rm -rf build *.egg-info flip/*.so

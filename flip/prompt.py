@@ -1,0 +1,206 @@
+"""Prompts: the Gaussian of a mask in the formats FLIP uses, and the tight box for box-prompted models.
+
+Frames (spec §0):
+  norm   x_n = 2·col/(W−1) − 1, y_n = 2·row/(H−1) − 1
+  pixel  continuous (x, y), pixel (col, row) has its value at integer (col, row)
+  model  x_m = x_px/128 − W/256, y_m = y_px/128 − H/256
+
+Formats:
+  rho  (μx, μy, σx², σy², σxy) in the norm frame: the authors' stored 5-float form
+  rot  (μx, μy, s1, s2, a, b): minor/major std and the (mirrored) minor-axis direction
+
+Every prompt in the suite is derived from a mask here, in one place (architecture.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+EPS = 1e-16
+PER_AXIS = "per-axis"  # the authors' convention (released weights): stds scaled by W/256 and H/256
+PIXEL = "pixel"  # exact pixel-space covariance, for models trained with it
+CONVENTIONS = (PER_AXIS, PIXEL)
+
+
+class PromptError(ValueError):
+    """A prompt that cannot be built or used (empty mask, NaN, degenerate Gaussian...)."""
+
+
+def _check_mask(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise PromptError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+    if mask.shape[0] < 1 or mask.shape[1] < 1:
+        raise PromptError(f"mask has an empty side: shape {mask.shape}")
+    return mask if mask.dtype == bool else mask > 0.5
+
+
+def rho_from_mask(mask: np.ndarray) -> np.ndarray:
+    """Biased moments of a binary mask in the norm frame (spec §0). Raises PromptError on an empty mask."""
+    m = _check_mask(mask)
+    h, w = m.shape
+    s = float(m.sum())
+    if s == 0:
+        raise PromptError("mask is empty: no Gaussian prompt can be derived")
+    # separable sums instead of a full meshgrid: O(H·W) adds, no float H×W temporaries
+    x = np.linspace(-1.0, 1.0, w) if w > 1 else np.zeros(1)
+    y = np.linspace(-1.0, 1.0, h) if h > 1 else np.zeros(1)
+    mf = m.astype(np.float64)
+    col = mf.sum(0)
+    row = mf.sum(1)
+    mx, my = col @ x / s, row @ y / s
+    vx = col @ (x * x) / s - mx * mx
+    vy = row @ (y * y) / s - my * my
+    vxy = y @ (mf @ x) / s - mx * my
+    return np.array([mx, my, vx, vy, vxy], dtype=np.float64)
+
+
+def rot_from_rho(rho: np.ndarray) -> np.ndarray:
+    """rho (..., 5) → rot (..., 6), exactly the authors' formula with its clips (spec §0)."""
+    rho = np.asarray(rho, dtype=np.float64)
+    mx, my, vx, vy, vxy = np.moveaxis(rho, -1, 0)
+    t = np.sqrt(np.maximum((vx - vy) ** 2 + 4 * vxy * vxy, EPS))
+    s1 = np.sqrt(np.maximum((vx + vy) / 2 - t / 2, EPS))
+    s2 = np.sqrt(np.maximum((vx + vy) / 2 + t / 2, EPS))
+    a0 = 2 * vxy / np.maximum(vx - vy + t, EPS)
+    n = np.sqrt(np.maximum(a0 * a0 + 1.0, EPS))
+    return np.stack([mx, my, s1, s2, a0 / n, 1.0 / n], axis=-1)
+
+
+def pixel_moments_from_rho(rho: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (2,) and covariance (2, 2) in pixels from the norm-frame rho."""
+    sx, sy = (width - 1) / 2.0, (height - 1) / 2.0
+    mx, my, vx, vy, vxy = np.asarray(rho, dtype=np.float64)
+    mean = np.array([(mx + 1) * sx, (my + 1) * sy])
+    cov = np.array([[vx * sx * sx, vxy * sx * sy], [vxy * sx * sy, vy * sy * sy]])
+    return mean, cov
+
+
+def rho_from_pixel_moments(mean: np.ndarray, cov: np.ndarray, width: int, height: int) -> np.ndarray:
+    sx, sy = max(width - 1, 1) / 2.0, max(height - 1, 1) / 2.0
+    mean = np.asarray(mean, dtype=np.float64)
+    cov = np.asarray(cov, dtype=np.float64)
+    return np.array([mean[0] / sx - 1, mean[1] / sy - 1, cov[0, 0] / sx**2, cov[1, 1] / sy**2, cov[0, 1] / (sx * sy)])
+
+
+def model_position(rho: np.ndarray, width: int, height: int, convention: str = PER_AXIS) -> np.ndarray:
+    """The 6-float position the network takes, in model units.
+
+    per-axis: the authors' conversion (rot in the norm frame, s1·W/256, s2·H/256); exact only for square
+    images, but it is what the released weights were trained with (spec §0).
+    pixel:    rot of the true pixel covariance, converted to model units (1 unit = 128 px).
+    """
+    if convention == PER_AXIS:
+        r = rot_from_rho(rho)
+        return np.array([r[0] * width / 256, r[1] * height / 256, r[2] * width / 256, r[3] * height / 256, r[4], r[5]])
+    if convention == PIXEL:
+        mean, cov = pixel_moments_from_rho(rho, width, height)
+        mu_m = mean / 128.0 - np.array([width, height]) / 256.0
+        r = rot_from_rho(np.array([mu_m[0], mu_m[1], cov[0, 0], cov[1, 1], cov[0, 1]]) / np.array([1, 1, 128**2, 128**2, 128**2]))
+        return r
+    raise ValueError(f"unknown Gaussian convention {convention!r}; choose one of {CONVENTIONS}")
+
+
+def sampler_gaussian(rho: np.ndarray, width: int, height: int, convention: str = PER_AXIS) -> np.ndarray:
+    """(μx, μy, s1, s2, a, b) in pixels, as the fovea sampler and the 5σ box use it (no √2 widening).
+
+    It is the model-units position mapped back to pixels, so the patches, the box and the embedding always
+    agree on one Gaussian whichever convention is chosen.
+    """
+    p = model_position(rho, width, height, convention)
+    return np.array([(p[0] + width / 256) * 128, (p[1] + height / 256) * 128, p[2] * 128, p[3] * 128, p[4], p[5]])
+
+
+def box_from_mask(mask: np.ndarray) -> np.ndarray:
+    """Tight XYXY box in pixel-edge coordinates (COCO convention: x1 = x_max + 1). Raises on an empty mask."""
+    m = _check_mask(mask)
+    cols = np.flatnonzero(m.any(0))
+    rows = np.flatnonzero(m.any(1))
+    if cols.size == 0:
+        raise PromptError("mask is empty: no box prompt can be derived")
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+
+
+def xyxy_to_xywh(box: np.ndarray) -> np.ndarray:
+    b = np.asarray(box, dtype=np.float64)
+    return np.concatenate([b[..., :2], b[..., 2:] - b[..., :2]], axis=-1)
+
+
+def xywh_to_xyxy(box: np.ndarray) -> np.ndarray:
+    b = np.asarray(box, dtype=np.float64)
+    return np.concatenate([b[..., :2], b[..., :2] + b[..., 2:]], axis=-1)
+
+
+def rho_from_box(box_xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A Gaussian for users who only have a box: the moments of the ellipse inscribed in it.
+
+    A filled ellipse with semi-axes (w/2, h/2) has variances (w/2)²/4 and (h/2)²/4, axis-aligned.
+    Centres use pixel-centre coordinates, so a box of one pixel [c, r, c+1, r+1] is centred on (c, r).
+    """
+    x0, y0, x1, y1 = np.asarray(box_xyxy, dtype=np.float64)
+    if not np.all(np.isfinite([x0, y0, x1, y1])) or x1 <= x0 or y1 <= y0:
+        raise PromptError(f"box {box_xyxy!r} is not a finite XYXY box with x1 > x0 and y1 > y0")
+    mean = np.array([(x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5])
+    w, h = x1 - x0, y1 - y0
+    cov = np.diag([(w / 2) ** 2 / 4, (h / 2) ** 2 / 4])
+    return rho_from_pixel_moments(mean, cov, width, height)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One object's prompt. `rho` is the authors' stored form; `box_xyxy` is pixel-edge XYXY."""
+
+    rho: np.ndarray
+    box_xyxy: np.ndarray
+    width: int
+    height: int
+    area: int = 0  # mask pixels, when built from a mask
+    meta: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, **meta) -> "Prompt":
+        m = _check_mask(mask)
+        h, w = m.shape
+        return cls(rho_from_mask(m), box_from_mask(m), w, h, int(m.sum()), dict(meta))
+
+    @classmethod
+    def from_box(cls, box_xyxy, width: int, height: int, **meta) -> "Prompt":
+        box = np.asarray(box_xyxy, dtype=np.float64)
+        return cls(rho_from_box(box, width, height), box, int(width), int(height), 0, dict(meta))
+
+    @classmethod
+    def from_rho(cls, rho, width: int, height: int, **meta) -> "Prompt":
+        """From a stored rho (e.g. an HDF5 `positions` row). The box is the 2σ box of the Gaussian."""
+        rho = np.asarray(rho, dtype=np.float64)
+        validate_rho(rho)
+        mean, cov = pixel_moments_from_rho(rho, width, height)
+        half = 2 * np.sqrt(np.diag(cov))
+        box = np.array([mean[0] - half[0] + 0.5, mean[1] - half[1] + 0.5, mean[0] + half[0] + 0.5, mean[1] + half[1] + 0.5])
+        return cls(rho, box, int(width), int(height), 0, dict(meta))
+
+    @property
+    def mean_px(self) -> np.ndarray:
+        return pixel_moments_from_rho(self.rho, self.width, self.height)[0]
+
+    @property
+    def cov_px(self) -> np.ndarray:
+        return pixel_moments_from_rho(self.rho, self.width, self.height)[1]
+
+    def rot(self) -> np.ndarray:
+        return rot_from_rho(self.rho)
+
+    def model_position(self, convention: str = PER_AXIS) -> np.ndarray:
+        return model_position(self.rho, self.width, self.height, convention)
+
+
+def validate_rho(rho: np.ndarray, name: str = "Gaussian") -> None:
+    """Reject NaN/inf and non-positive-semidefinite or zero-variance Gaussians with a clear message."""
+    rho = np.asarray(rho, dtype=np.float64)
+    if rho.shape != (5,):
+        raise PromptError(f"{name}: expected 5 floats (μx, μy, σx², σy², σxy), got shape {rho.shape}")
+    if not np.all(np.isfinite(rho)):
+        raise PromptError(f"{name}: contains NaN or inf: {rho.tolist()}")
+    _, _, vx, vy, vxy = rho
+    if vx < 0 or vy < 0 or vx * vy - vxy * vxy < -1e-12 * max(vx * vy, EPS):
+        raise PromptError(f"{name}: covariance is not positive semi-definite: {rho.tolist()}")
