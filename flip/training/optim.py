@@ -6,6 +6,7 @@ makes no update at all while SMA < 5 and decays weights (p ← p − wd·lr·p) 
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -98,7 +99,8 @@ class Lookahead:
         return loss
 
     def state_dict(self):
-        return {"inner": self.inner.state_dict(), "slow": [s.clone() for s in self.slow],
+        return {"inner": copy.deepcopy(self.inner.state_dict()),  # torch returns live tensors
+                "slow": [s.clone() for s in self.slow],
                 "lookahead_steps": self.lookahead_steps, "k": self.k, "alpha": self.alpha}
 
     def load_state_dict(self, state):

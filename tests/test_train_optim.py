@@ -1,0 +1,130 @@
+"""Ranger (RAdam + Lookahead) semantics of spec §6.6 and the boundary-group balancer of §6.5."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flip.training.groups import GroupBalancer, default_counts, group_ious, redistribute
+from flip.training.optim import RAdam, ranger
+
+
+def _rho(t, b2=0.999):
+    rmax = 2 / (1 - b2) - 1
+    return rmax - 2 * t * b2**t / (1 - b2**t)
+
+
+def test_radam_no_update_while_sma_below_5_and_decay_only_when_updating():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = RAdam([p], lr=0.1, weight_decay=0.5)
+    first = next(t for t in range(1, 20) if _rho(t) >= 5)
+    for t in range(1, first):
+        p.grad = torch.ones(3)
+        opt.step()
+        assert torch.equal(p.data, torch.ones(3)), f"step {t} changed the weights"
+    p.grad = torch.zeros(3)  # zero gradient now: only the momentum of the earlier steps and the decay move p
+    before = p.detach().clone()
+    opt.step()
+    st = opt.state[p]
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    size = RAdam.step_size(first, 0.9, 0.999)
+    expected = before * (1 - 0.5 * 0.1) - 0.1 * size * m / (v.sqrt() + 1e-16)
+    assert torch.allclose(p.data, expected, atol=1e-7)
+    assert not torch.equal(p.data, before)
+
+
+def test_radam_step_size_formula():
+    t, b1, b2 = 50, 0.9, 0.999
+    r, rmax = _rho(t), 2 / (1 - b2) - 1
+    rect = math.sqrt((1 - b2**t) * (r - 4) / (rmax - 4) * (r - 2) / r * rmax / (rmax - 2))
+    assert RAdam.step_size(t, b1, b2) == pytest.approx(rect / (1 - b1**t))
+
+
+def test_lookahead_syncs_every_k_steps_and_state_roundtrip():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(5))
+    init = p.detach().clone()
+    opt = ranger([p], lr=0.05, k=6, alpha=0.5)
+    fast = None
+    for t in range(1, 13):
+        p.grad = torch.randn(5)
+        if t == 6:  # capture the fast weight just before the sync by replaying the inner step
+            opt.inner.step()
+            fast = p.detach().clone()
+            opt.lookahead_steps += 1
+            slow = opt.slow[0]
+            slow.add_(fast - slow, alpha=0.5)
+            p.data.copy_(slow)
+            continue
+        opt.step()
+    assert fast is not None
+    # after the first sync the slow weight is the midpoint of the initial and the fast weight
+    state = opt.state_dict()
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = ranger([q], lr=0.05)
+    opt2.load_state_dict(state)
+    g = torch.randn(5)
+    p.grad, q.grad = g.clone(), g.clone()
+    opt.step(), opt2.step()
+    assert torch.equal(p.data, q.data)
+    assert not torch.equal(init, p.data)
+
+
+def test_lookahead_first_sync_is_midpoint():
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = ranger([p], lr=0.1, weight_decay=0.0, k=6, alpha=0.5)
+    for _ in range(5):
+        p.grad = torch.ones(2)
+        opt.step()
+    assert torch.equal(p.data, torch.zeros(2))  # RAdam warm-up: no update in steps 1..5
+    p.grad = torch.ones(2)
+    opt.inner.step()
+    fast = p.detach().clone()
+    assert (fast < 0).all()
+    p.data.zero_()  # undo and redo through the wrapper
+    opt.inner.state[p]["step"] -= 1
+    st = opt.inner.state[p]
+    st["exp_avg"].sub_(0.1 * 1.0).div_(0.9)
+    st["exp_avg_sq"].sub_(0.001 * 1.0).div_(0.999)
+    opt.step()
+    assert torch.allclose(p.data, 0.5 * fast, atol=1e-7)
+
+
+def test_redistribute_exact_rule():
+    iou = np.array([0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
+    d = 1 - iou
+    expected = 4 + np.floor(2020 * d / d.sum()).astype(int)
+    expected[0] += 2048 - expected.sum()
+    assert np.array_equal(redistribute(iou), expected)
+    assert redistribute(iou).sum() == 2048
+    assert np.array_equal(redistribute(np.ones(7)), default_counts())
+    assert list(default_counts()) == [296, 292, 292, 292, 292, 292, 292]
+
+
+def test_group_ious_per_sample_slices():
+    counts = torch.tensor([[2, 2], [1, 3]])
+    labels = torch.tensor([[1.0, 0, 1, 0], [0, 1, 1, 0]])
+    logits = torch.tensor([[1.0, -1, -1, -1], [-1, 1, -1, -1]])
+    iou = group_ious(logits, labels, counts)
+    # sample 0: group0 perfect (1), group1 misses its positive (0); sample 1: group0 empty union (1), group1 1/2
+    assert torch.allclose(iou, torch.tensor([1.0, 0.25]))
+
+
+def test_balancer_moves_pixels_to_the_worst_group_and_can_be_disabled():
+    bal = GroupBalancer()
+    bad = np.array([0.2, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+    for _ in range(50):
+        counts = bal.update(bad)
+    assert counts.sum() == 2048 and counts[0] > 1000 and counts[1:].min() >= 4
+    shared = bal.shared  # the tensor workers read follows
+    assert shared[0].item() == counts[0]
+    bal.update(np.array([np.nan] * 7))  # a bad batch leaves the statistics alone
+    assert np.array_equal(bal.counts(), counts)
+    st = bal.state_dict()
+    bal2 = GroupBalancer()
+    bal2.load_state_dict(st)
+    assert np.array_equal(bal2.counts(), counts)
+    off = GroupBalancer(enabled=False)
+    for _ in range(50):
+        off.update(bad)
+    assert np.array_equal(off.counts(), default_counts())
