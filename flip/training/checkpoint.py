@@ -1,0 +1,57 @@
+"""Atomic checkpoints with everything a resumed run needs, and the small inference-only export."""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def atomic_save(obj, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+
+
+def export_weights(model_state: dict, path, *, name: str, model_config: dict, meta: dict, half: bool = True) -> None:
+    """Inference-only file: {format, name, model_config, state_dict, meta}. fp16 halves the size; the loader
+    casts back to fp32. Unused parameters (register_coordinates) are kept so the state dict loads strictly."""
+    sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
+          for k, v in model_state.items()}
+    atomic_save({"format": "flip-weights-v1", "name": name, "model_config": model_config, "state_dict": sd,
+                 "dtype": "float16" if half else "float32", "meta": meta}, path)

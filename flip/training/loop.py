@@ -1,0 +1,342 @@
+"""The training loop (nanoGPT-style: one readable function). `python -m flip.train --help` documents the flags.
+
+Single process: `python -m flip.train --model flip-tiny --data data/x`. Several processes:
+`torchrun --nproc_per_node N -m flip.train ...` (NCCL on GPU, gloo on CPU). Each rank draws its own images from the
+shared weighted stream, builds its own batch and adapts its own group split (as the authors do); gradients are
+averaged by DDP. Only rank 0 writes logs and checkpoints.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import atomic_save, export_weights, load_checkpoint, rng_state, set_rng_state
+from .data import PATCH_SETS, MixtureSampler, SampleConfig, TrainSet, collate, worker_init_fn
+from .groups import GroupBalancer, group_ious
+from .optim import ranger
+
+log = logging.getLogger("flip.train")
+
+
+class ConfigError(ValueError):
+    """Stops the run before any work starts."""
+
+
+def setup_distributed(device_arg: str | None):
+    """→ (rank, world, device). Without torchrun's env vars this is one plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_arg:
+        device = torch.device(device_arg)
+    else:
+        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def open_datasets(specs, weights):
+    from benchmark.datasets import DatasetError, open_dataset
+
+    if not specs:
+        raise ConfigError("no training data: pass --data PATH [PATH ...]")
+    weights = list(weights) if weights else [1.0] * len(specs)
+    if len(weights) != len(specs) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"--data-weights {weights} must give one non-negative weight per dataset ({len(specs)})")
+    try:
+        adapters = [open_dataset(s) for s in specs]
+        for a in adapters:
+            if a.num_images() == 0:
+                raise ConfigError(f"dataset {a.name} has no image with objects")
+    except DatasetError as e:
+        raise ConfigError(str(e)) from None
+    return adapters, weights
+
+
+def build_model(args, device):
+    import flip
+
+    overrides = {}
+    if args.patch_set != "default":
+        overrides["patch_sizes"] = PATCH_SETS[args.patch_set]
+    if args.initial_pos_emb:
+        overrides["pos_emb_all_layers"] = False
+    model = flip.create_model(args.model, **overrides)
+    source = "random"
+    if args.init_weights:  # fine-tuning from anything flip.pretrained can load
+        loaded = flip.pretrained(args.model, weights=args.init_weights, **overrides)
+        model.load_state_dict(loaded.state_dict())
+        source = getattr(loaded, "weights_id", str(args.init_weights))
+    return model.to(device), source
+
+
+def model_config_dict(model) -> dict:
+    cfg = model.cfg
+    d = asdict(cfg)
+    d.pop("extra", None)
+    d["patch_sizes"] = list(cfg.patch_sizes)
+    return d
+
+
+def forward_loss(model, batch: dict, device, amp: bool):
+    """→ (loss, logits (B, M)). BCE-with-logits mean over every sampled pixel of every object (spec §6.1)."""
+    from flip.modeling import TokenBatch
+
+    patches = [p.to(device, non_blocking=True).float().div_(255.0) for p in batch["patches"]]
+    coords = [c.to(device, non_blocking=True) for c in batch["coords"]]
+    tb = TokenBatch(patches, coords, batch["counts"].numpy(), batch["position"].to(device))
+    b, m = batch["labels"].shape
+    q = batch["mask_coords"].to(device).reshape(b * m, 2)
+    labels = batch["labels"].to(device)
+    with torch.autocast(device_type=device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
+                        enabled=amp):
+        logits = model(tb, q, [m] * b)
+    logits = logits.float().reshape(b, m)
+    return F.binary_cross_entropy_with_logits(logits, labels), logits
+
+
+class Logger:
+    """CSV + TensorBoard, rank 0 only."""
+
+    def __init__(self, out: Path, enabled: bool, resume: bool):
+        self.enabled = enabled
+        if not enabled:
+            return
+        self.csv_path = out / "train.csv"
+        self.fields = None
+        if resume and self.csv_path.exists():
+            with open(self.csv_path) as f:
+                self.fields = next(csv.reader(f), None)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"))
+        except Exception as e:  # tensorboard missing: CSV still works
+            log.warning("TensorBoard disabled: %s", e)
+            self.tb = None
+
+    def log(self, step: int, row: dict, prefix: str = "train"):
+        if not self.enabled:
+            return
+        row = {"step": step, **row}
+        if prefix == "train":
+            new = self.fields is None
+            if new:
+                self.fields = list(row)
+            with open(self.csv_path, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+        if self.tb:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(f"{prefix}/{k}", v, step)
+            self.tb.flush()
+
+
+def evaluate(args, out: Path, step: int, model) -> dict | None:
+    """IoU on the held-out set through the benchmark harness, with the current weights exported to a file."""
+    if not args.eval_data:
+        return None
+    try:
+        from benchmark.runner import RunConfig, run
+    except ImportError as e:
+        log.warning("evaluation skipped: benchmark runner unavailable (%s)", e)
+        return None
+    wpath = out / "eval" / f"weights-step{step}.pt"
+    raw = model.module if hasattr(model, "module") else model
+    export_weights(raw.state_dict(), wpath, name=args.model, model_config=model_config_dict(raw),
+                   meta={"step": step, "convention": args.gaussian_convention}, half=False)
+    run_dir = out / "eval" / f"step{step}"
+    was_training = raw.training
+    raw.eval()
+    try:
+        run(RunConfig(models=[args.model], datasets=[args.eval_data], run_dir=str(run_dir), weights=str(wpath),
+                      limit=args.eval_objects, seed=args.seed, boundary=False, progress=False, warmup=0,
+                      threads=args.threads))
+        import pandas as pd
+
+        recs = [p for p in run_dir.rglob("*") if p.suffix in (".csv", ".parquet") and "record" in p.name]
+        if not recs:
+            log.warning("evaluation wrote no records under %s", run_dir)
+            return None
+        df = pd.concat([pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p) for p in recs])
+        df = df[df["status"] == "ok"] if "status" in df else df
+        res = {"iou": float(df["iou"].mean()), "objects": int(len(df))}
+        if "area_ratio" in df:
+            small = df[df["area_ratio"] < 0.01]
+            res["iou_small"] = float(small["iou"].mean()) if len(small) else float("nan")
+        return res
+    except Exception as e:  # an evaluation problem never stops training
+        log.warning("evaluation at step %d failed: %s: %s", step, type(e).__name__, e)
+        return None
+    finally:
+        raw.train(was_training)
+        wpath.unlink(missing_ok=True)
+
+
+def train(args) -> dict:
+    rank, world, device = setup_distributed(args.device)
+    torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision("highest")
+    out = Path(args.out)
+    if args.patch_set not in PATCH_SETS:
+        raise ConfigError(f"unknown --patch-set {args.patch_set!r}; choose from {sorted(PATCH_SETS)}")
+    adapters, weights = open_datasets(args.data, args.data_weights)
+    resume_path = None
+    if args.resume:
+        resume_path = out / "last.pt" if args.resume == "auto" else Path(args.resume)
+        if not resume_path.is_file():
+            if args.resume != "auto":
+                raise ConfigError(f"--resume {resume_path}: file not found")
+            resume_path = None
+    torch.manual_seed(args.seed + rank)
+    model, source = build_model(args, device)
+    balancer = GroupBalancer(total=args.mask_pixels, memory=args.group_memory, enabled=not args.no_dynamic_sampling)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = ranger(params, lr=args.lr, weight_decay=args.weight_decay, eps=args.eps, k=args.lookahead_k,
+                 alpha=args.lookahead_alpha)
+    amp = bool(args.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    step, epoch, position = 0, 0, 0
+    if resume_path:
+        ck = load_checkpoint(resume_path, map_location=device)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        balancer.load_state_dict(ck["balancer"])
+        if ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        step, epoch, position = int(ck["step"]), int(ck["epoch"]), int(ck["position"])
+        set_rng_state(ck["rng"])
+        source = ck.get("source", source)
+        if rank == 0:
+            log.info("resumed %s at step %d (epoch %d, position %d)", resume_path, step, epoch, position)
+    ddp = model
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    cfg = SampleConfig(patch_sizes=model.cfg.patch_sizes, min_tokens=args.min_tokens, max_tokens=args.max_tokens,
+                       mean_tokens=args.mean_tokens, num_mask_pixels=args.mask_pixels,
+                       masks_per_image=args.masks_per_image, augment=not args.no_augment,
+                       convention=args.gaussian_convention)
+    dataset = TrainSet(adapters, cfg, seed=args.seed, rank=rank, group_counts=balancer.shared)
+    epoch_len = args.epoch_length or sum(dataset.sizes())
+    epoch_len = max(args.batch_images, epoch_len // args.batch_images * args.batch_images)
+    sampler = MixtureSampler(dataset.sizes(), weights, seed=args.seed, epoch_length=epoch_len, rank=rank, world=world)
+
+    def loader(ep, start):
+        sampler.set_epoch(ep, start)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=args.batch_images, sampler=sampler, num_workers=args.workers, collate_fn=collate,
+            worker_init_fn=worker_init_fn, prefetch_factor=args.prefetch if args.workers else None,
+            persistent_workers=False, pin_memory=device.type == "cuda")
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"args": vars(args), "world_size": world, "device": str(device), "init_weights": source,
+                "model_config": model_config_dict(model), "datasets": [a.describe() for a in adapters],
+                "data_weights": weights, "epoch_length": epoch_len, "torch": torch.__version__}
+        tmp = out / ".config.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, default=str))
+        os.replace(tmp, out / "config.json")
+    logger = Logger(out, rank == 0, resume=resume_path is not None)
+
+    def save(path: Path):
+        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "balancer": balancer.state_dict(),
+                     "scaler": scaler.state_dict() if amp else None, "step": step, "epoch": epoch,
+                     "position": position, "rng": rng_state(), "args": vars(args), "model_name": args.model,
+                     "model_config": model_config_dict(model), "source": source,
+                     "convention": args.gaussian_convention}, path)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=args.steps, initial=step, disable=rank != 0 or not args.progress, desc="train", dynamic_ncols=True)
+    model.train()
+    t_last, objs_since, skipped = time.perf_counter(), 0, 0
+    sums = {"loss": 0.0, "iou": 0.0, "n": 0}
+    last = {}
+    it = iter(loader(epoch, position))
+    while step < args.steps:
+        try:
+            batch = next(it)
+        except StopIteration:
+            epoch, position = epoch + 1, 0
+            it = iter(loader(epoch, position))
+            continue
+        position += args.batch_images
+        if batch is None:  # every image of the batch failed: nothing to learn from, logged by the dataset
+            skipped += 1
+            continue
+        loss, logits = forward_loss(ddp, batch, device, amp)
+        if not torch.isfinite(loss):
+            log.warning("step %d: non-finite loss %s, batch skipped", step, loss.item())
+            skipped += 1
+            opt.zero_grad(set_to_none=True)
+            continue
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if amp:
+            scaler.unscale_(opt)
+        scaler.step(opt) if amp else opt.step()
+        if amp:
+            scaler.update()
+        with torch.no_grad():
+            labels = batch["labels"].to(device)
+            gi = group_ious(logits.detach(), labels, batch["group_counts"].to(device))
+            pred = logits.detach() > 0
+            lab = labels > 0.5
+            inter = (pred & lab).sum(1).float()
+            union = (pred | lab).sum(1).float()
+            iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean()
+        balancer.update(gi.cpu().numpy())
+        step += 1
+        nb = batch["labels"].shape[0]
+        objs_since += nb
+        sums["loss"] += loss.item()
+        sums["iou"] += iou.item()
+        sums["n"] += 1
+        bar.update(1)
+        if step % args.log_every == 0 or step == args.steps:
+            now = time.perf_counter()
+            last = {"loss": sums["loss"] / sums["n"], "iou_sampled": sums["iou"] / sums["n"],
+                    "objects_per_s": objs_since / max(now - t_last, 1e-9) * world, "epoch": epoch,
+                    "skipped_batches": skipped, "lr": args.lr,
+                    **{f"pixels_g{g}": int(c) for g, c in enumerate(balancer.counts())},
+                    **{f"ema_iou_g{g}": float(v) for g, v in enumerate(balancer.ema_iou)}}
+            logger.log(step, last)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", iou=f"{last['iou_sampled']:.3f}",
+                            obj_s=f"{last['objects_per_s']:.1f}")
+            t_last, objs_since = now, 0
+            sums = {"loss": 0.0, "iou": 0.0, "n": 0}
+        if rank == 0 and (step % args.ckpt_every == 0 or step == args.steps):
+            save(out / "last.pt")
+            if args.keep_every and step % args.keep_every == 0:
+                save(out / f"step{step:08d}.pt")
+        if rank == 0 and args.eval_every and step % args.eval_every == 0:
+            res = evaluate(args, out, step, model)
+            if res:
+                logger.log(step, res, prefix="eval")
+                log.info("eval step %d: %s", step, res)
+    bar.close()
+    if rank == 0 and args.export:
+        export_weights(model.state_dict(), args.export, name=args.model, model_config=model_config_dict(model),
+                       meta={"step": step, "convention": args.gaussian_convention, "source": source,
+                             "data": list(args.data)})
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return {"step": step, "last": last, "skipped_batches": skipped, "data_errors": dataset.errors}
