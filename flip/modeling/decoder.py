@@ -1,0 +1,107 @@
+"""Pixel predictor (spec §5): K/V computed once per object from the encoder output (the KV cache),
+then any number of coordinate-only queries attend to them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import packed_attention
+from .feedforward import FeedForwardBlock
+from .position import PositionMLP, relative_embedding
+
+
+@dataclass
+class KVCache:
+    """Keys/values of B packed objects: k, v (T, C), kv_lens (B,), positions (B, 6) model units."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    kv_lens: np.ndarray
+    positions: torch.Tensor
+
+    @property
+    def num_objects(self) -> int:
+        return len(self.kv_lens)
+
+    def select(self, i: int) -> "KVCache":
+        start = int(np.sum(self.kv_lens[:i]))
+        n = int(self.kv_lens[i])
+        return KVCache(self.k[start:start + n], self.v[start:start + n], self.kv_lens[i:i + 1], self.positions[i:i + 1])
+
+    def onnx_layout(self, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Single object → (1, H, n, d) as the authors' flip-encoder-*.onnx outputs k_cached / v_cached."""
+        if self.num_objects != 1:
+            raise ValueError("onnx_layout needs a single-object cache; use select(i)")
+        n, c = self.k.shape
+        return tuple(t.view(n, heads, c // heads).transpose(0, 1).unsqueeze(0) for t in (self.k, self.v))
+
+
+def _query_chunks(q_lens: np.ndarray, kv_lens: np.ndarray, chunk: int):
+    """Split the packed queries into runs of ≤ chunk queries; a run may cut an object's queries in two.
+    Yields (q_start, q_end, kv_start, kv_end, q_lens_run, kv_lens_run)."""
+    q_off = np.concatenate([[0], np.cumsum(q_lens)])
+    kv_off = np.concatenate([[0], np.cumsum(kv_lens)])
+    total = int(q_off[-1])
+    start = 0
+    while start < total:
+        end = min(start + chunk, total)
+        b0 = int(np.searchsorted(q_off, start, side="right") - 1)
+        b1 = int(np.searchsorted(q_off, end, side="left"))  # exclusive object bound
+        ql = [int(min(end, q_off[b + 1]) - max(start, q_off[b])) for b in range(b0, b1)]
+        yield start, end, int(kv_off[b0]), int(kv_off[b1]), ql, [int(x) for x in kv_lens[b0:b1]], b0, b1
+        start = end
+
+
+class MaskAttention(nn.Module):
+    def __init__(self, channels: int, heads: int, pos_hidden: int = 32):
+        super().__init__()
+        self.heads = heads
+        self.key = PositionMLP(channels, pos_hidden)
+        self.query = PositionMLP(channels, pos_hidden)
+        self.value = PositionMLP(channels, pos_hidden)
+        self.k = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, channels))
+        self.v = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, channels))
+        self.k_mlp = nn.Sequential(nn.Linear(2 * channels, channels), nn.SiLU(), nn.Linear(channels, channels))
+        self.out = nn.Sequential(nn.Identity(), nn.Linear(channels, channels))
+
+    def keys_values(self, x, key_pos, value_pos):
+        k = self.k_mlp(torch.cat((self.k(x), key_pos), dim=1))
+        v = self.v(x) + value_pos
+        return k, v
+
+
+class PixelDecoder(nn.Module):
+    def __init__(self, channels: int, heads: int, mlp_expansion: int = 4, alpha: float = 0.1, pos_hidden: int = 32):
+        super().__init__()
+        self.preprocess = FeedForwardBlock(channels, mlp_expansion, alpha)
+        self.attention = MaskAttention(channels, heads, pos_hidden)
+        self.postprocess = FeedForwardBlock(channels, mlp_expansion, alpha)
+        self.to_mask = nn.Linear(channels, 1)
+
+    def prepare_kv(self, x, key_pos, value_pos, seqlens, positions) -> KVCache:
+        x = x + self.preprocess(x)
+        k, v = self.attention.keys_values(x, key_pos, value_pos)
+        return KVCache(k, v, np.asarray(seqlens, dtype=np.int64), positions)
+
+    def query(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 65536) -> torch.Tensor:
+        """Logits (Σq,) for query coordinates (Σq, 2) in model units, q_lens[b] of them for object b."""
+        q_lens = np.asarray(q_lens, dtype=np.int64).reshape(-1)
+        if len(q_lens) != cache.num_objects:
+            raise ValueError(f"{len(q_lens)} query groups for {cache.num_objects} cached objects")
+        total = int(q_lens.sum())
+        if coords.shape != (total, 2):
+            raise ValueError(f"coords must be ({total}, 2), got {tuple(coords.shape)}")
+        out = coords.new_empty(total)
+        att = self.attention
+        for qs, qe, ks, ke, ql, kl, b0, b1 in _query_chunks(q_lens, cache.kv_lens, chunk):
+            obj = torch.as_tensor(np.repeat(np.arange(b0, b1), ql), device=coords.device)
+            e = relative_embedding(cache.positions[obj], coords[qs:qe])
+            q = att.query(e)
+            o = att.out(packed_attention(q, cache.k[ks:ke], cache.v[ks:ke], att.heads, ql, kl, mode))
+            o = o + self.postprocess(o)
+            out[qs:qe] = F.linear(o, self.to_mask.weight, self.to_mask.bias).squeeze(-1)
+        return out
