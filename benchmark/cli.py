@@ -1,0 +1,186 @@
+"""python -m benchmark: run models on datasets, write records, then the reports.
+
+Examples
+  python -m benchmark --model flip-tiny --data data/objascale-mini
+  python -m benchmark --model flip-tiny,noop --data coco=/data/coco/val.json::/data/coco/val2017 --limit 2000
+  python -m benchmark --config bench.toml --shard 0/4          (then: python -m benchmark.report RUN_DIR --merge)
+  python -m benchmark --model sam-b --data x.hdf5 --executor slurm --shards 8 --slurm-partition gpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from .runner import ConfigError, RunConfig, Runner
+
+DEFAULTS = dict(model="flip-tiny", data="data/objascale-mini", results="results", weights=None, mode="5sigma",
+                device=None, threads=None, warmup=2, seed=0, limit=None, min_area=None, max_area=None, shard="0/1",
+                run=None, boundary=True, retry_failed=False, report=True, executor="local", shards=1,
+                slurm_partition=None, slurm_timeout_min=240, slurm_cpus=4, slurm_gpus=0, flush_every=200,
+                progress=True, latest=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--config", help="TOML or YAML file with any of these options (flags given on the command line win)")
+    a("--model", help="comma-separated registry names: flip-tiny, flip-small, sam-b, noop, oracle-box... (default flip-tiny)")
+    a("--data", action="append", help="dataset: ObjaScale/COCO folder, FILE.json[::IMAGES], FILE.hdf5, optionally NAME=PATH; "
+      "repeat or comma-separate for several (default data/objascale-mini)")
+    a("--weights", help="weights for the model(s): None = the model's default, 'random', 'authors' or a file path")
+    a("--mode", choices=["5sigma", "hierarchical"], help="FLIP inference mode (default 5sigma)")
+    a("--device", help="cpu or cuda[:k] (default: cuda when available)")
+    a("--threads", type=int, help="torch intra-op threads (default: torch's choice); recorded in run.json")
+    a("--warmup", type=int, help="untimed warm-up calls per model before the run (default 2)")
+    a("--seed", type=int, help="run seed: the --limit sample and the models' own RNG (default 0)")
+    a("--limit", type=int, help="fixed random sample of this many objects per dataset (seeded by --seed)")
+    a("--min-area", type=float, help="keep objects with relative mask area ≥ this (fraction of the image)")
+    a("--max-area", type=float, help="keep objects with relative mask area ≤ this (fraction of the image)")
+    a("--shard", help="k/n: run only images k, k+n, k+2n... (several shards can write the same run folder)")
+    a("--run", help="run folder name under --results (default: <models>_<datasets>[_limitN]); reruns resume it")
+    a("--results", help="results folder (default results/)")
+    a("--no-boundary", dest="boundary", action="store_false", default=None, help="skip boundary IoU (faster)")
+    a("--retry-failed", action="store_true", default=None, help="rerun objects whose record says failed")
+    a("--no-report", dest="report", action="store_false", default=None, help="only write records")
+    a("--no-latest", dest="latest", action="store_false", default=None, help="do not point results/latest at this run")
+    a("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    a("--flush-every", type=int, help="rows per records part file (default 200)")
+    a("--executor", choices=["local", "slurm"], help="local (default) or slurm via submitit, one job per shard")
+    a("--shards", type=int, help="with --executor slurm: number of jobs (default 1)")
+    a("--slurm-partition", help="Slurm partition")
+    a("--slurm-timeout-min", type=int, help="Slurm time limit per job in minutes (default 240)")
+    a("--slurm-cpus", type=int, help="CPUs per Slurm job (default 4)")
+    a("--slurm-gpus", type=int, help="GPUs per Slurm job (default 0)")
+    a("-v", "--verbose", action="store_true", help="log every failed object")
+    return p
+
+
+def load_config_file(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {p}: use .toml, .yaml or .yml")
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"config file {p}: {e}") from None
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = set(data) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"config file {p}: unknown options {sorted(unknown)}")
+    return data
+
+
+def resolve(args: argparse.Namespace) -> dict:
+    """defaults < config file < command line."""
+    opts = dict(DEFAULTS)
+    if args.config:
+        opts.update(load_config_file(args.config))
+    for k, v in vars(args).items():
+        if k in ("config", "verbose") or v is None:
+            continue
+        opts[k] = v
+    for k in ("model", "data"):
+        v = opts[k]
+        items = v if isinstance(v, list) else [v]
+        opts[k] = [s.strip() for item in items for s in str(item).split(",") if s.strip()]
+    m = re.fullmatch(r"(\d+)/(\d+)", str(opts["shard"]))
+    if not m:
+        raise ConfigError(f"--shard {opts['shard']!r}: expected k/n, e.g. 0/4")
+    opts["shard"] = (int(m.group(1)), int(m.group(2)))
+    for k in ("limit", "min_area", "max_area"):
+        if opts[k] is not None and float(opts[k]) < 0:
+            raise ConfigError(f"--{k.replace('_', '-')} must be ≥ 0")
+    if opts["min_area"] is not None and opts["max_area"] is not None and opts["min_area"] > opts["max_area"]:
+        raise ConfigError("--min-area is larger than --max-area")
+    if not opts["run"]:
+        ds = "+".join(re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(d.split("=")[0].split("::")[0]).stem if "=" in d else Path(d.split("::")[0]).stem) for d in opts["data"])
+        opts["run"] = "+".join(opts["model"]) + "_" + ds + (f"_limit{opts['limit']}" if opts["limit"] else "")
+    return opts
+
+
+def to_run_config(opts: dict, config_file=None, shard=None) -> RunConfig:
+    return RunConfig(
+        models=opts["model"], datasets=opts["data"], run_dir=str(Path(opts["results"]) / opts["run"]),
+        weights=opts["weights"], mode=opts["mode"], device=opts["device"], threads=opts["threads"],
+        warmup=int(opts["warmup"]), seed=int(opts["seed"]), limit=opts["limit"], min_area_ratio=opts["min_area"],
+        max_area_ratio=opts["max_area"], shard=shard or opts["shard"], boundary=bool(opts["boundary"]),
+        retry_failed=bool(opts["retry_failed"]), flush_every=int(opts["flush_every"]), progress=bool(opts["progress"]),
+        config_file=config_file,
+        extra={"executor": opts["executor"], "command_line": " ".join(sys.argv)},
+    )
+
+
+def _run_shard(cfg: RunConfig) -> dict:
+    """Slurm job body: one shard into the shared run folder."""
+    from dataclasses import asdict
+
+    counters = Runner(cfg).run()
+    return asdict(counters)
+
+
+def run_slurm(opts: dict, config_file) -> None:
+    import submitit
+
+    n = int(opts["shards"])
+    cfgs = [to_run_config(opts, config_file, shard=(k, n)) for k in range(n)]
+    for c in cfgs:
+        c.progress = False
+    Runner(cfgs[0])  # configuration errors before anything is submitted
+    folder = Path(cfgs[0].run_dir) / "slurm"
+    ex = submitit.AutoExecutor(folder=str(folder))
+    params = dict(timeout_min=int(opts["slurm_timeout_min"]), cpus_per_task=int(opts["slurm_cpus"]), name="flip-bench")
+    if opts["slurm_partition"]:
+        params["slurm_partition"] = opts["slurm_partition"]
+    if int(opts["slurm_gpus"]):
+        params["gpus_per_node"] = int(opts["slurm_gpus"])
+    ex.update_parameters(**params)
+    jobs = ex.map_array(_run_shard, cfgs)
+    logging.info("submitted %d jobs (%s); waiting", len(jobs), ", ".join(j.job_id for j in jobs))
+    for j in jobs:
+        logging.info("job %s: %s", j.job_id, j.result())
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("benchmark").setLevel(logging.INFO if args.verbose else logging.ERROR)
+    try:
+        opts = resolve(args)
+        if opts["executor"] == "slurm":
+            run_slurm(opts, args.config)
+            counters = None
+        else:
+            cfg = to_run_config(opts, args.config)
+            counters = Runner(cfg).run()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_dir = Path(opts["results"]) / opts["run"]
+    if counters is not None:
+        print(f"records in {run_dir}: {counters.ok} ok, {counters.failed} failed, {counters.empty_masks_skipped} empty masks "
+              f"skipped, {counters.area_filtered} filtered by area, {counters.already_done} already done")
+        for r in counters.failures[:5]:
+            print(f"  failed: {r}")
+    if opts["report"] and (opts["shard"][1] == 1 or opts["executor"] == "slurm"):
+        from .report import make_report
+
+        out = make_report(run_dir, merge=True, latest=opts["latest"])
+        print(f"report: {out}")
+    return 0

@@ -1,0 +1,120 @@
+"""The dataset-adapter protocol: a cheap index first, then lazy samples (architecture.md).
+
+An adapter lists its images and object ids without decoding anything (`index()`), and decodes one image and
+its masks only when asked (`load_image`, `load_masks`). The harness and the trainer both build on this, so it
+imports nothing heavier than numpy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be opened at all (missing path, unreadable index): a configuration error."""
+
+
+class ItemError(ValueError):
+    """One image or object that cannot be decoded; the run logs it, counts it and goes on."""
+
+
+@dataclass(frozen=True)
+class ObjectEntry:
+    object_id: str
+    area_px: float | None = None  # approximate pixel area from the index (None: unknown until decoded)
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    image_id: str
+    width: int | None
+    height: int | None
+    objects: tuple[ObjectEntry, ...]
+    key: object = field(default=None, compare=False)  # adapter-private handle (row index, file name...)
+
+
+@dataclass
+class Sample:
+    """One image with the objects selected from it. `load_image()` decodes on demand (RGB uint8 HWC)."""
+
+    image_id: str
+    load_image: Callable[[], np.ndarray]
+    objects: list[ObjectEntry]
+    load_masks: Callable[[Sequence[str]], dict]  # object ids -> {id: bool mask or ItemError}
+    width: int | None = None
+    height: int | None = None
+
+
+class Dataset:
+    """Base class: subclasses implement `_build_index`, `load_image(entry)` and `load_masks(entry, ids)`."""
+
+    name: str = "dataset"
+    kind: str = "base"
+
+    def __init__(self):
+        self._index: list[ImageEntry] | None = None
+
+    def index(self) -> list[ImageEntry]:
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index
+
+    def _build_index(self) -> list[ImageEntry]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load_image(self, entry: ImageEntry) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load_masks(self, entry: ImageEntry, object_ids: Sequence[str]) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind}
+
+    def __len__(self) -> int:
+        """Number of objects in the index."""
+        return sum(len(e.objects) for e in self.index())
+
+    def num_images(self) -> int:
+        return len(self.index())
+
+    def sample(self, entry: ImageEntry, objects: Sequence[ObjectEntry] | None = None) -> Sample:
+        objs = list(entry.objects if objects is None else objects)
+        return Sample(
+            image_id=entry.image_id,
+            load_image=lambda: self.load_image(entry),
+            objects=objs,
+            load_masks=lambda ids: self.load_masks(entry, ids),
+            width=entry.width,
+            height=entry.height,
+        )
+
+    def __iter__(self) -> Iterator[Sample]:
+        for entry in self.index():
+            yield self.sample(entry)
+
+
+def decode_image_bytes(data: bytes, what: str) -> np.ndarray:
+    """JPEG/PNG bytes -> RGB uint8 HWC with PIL; raises ItemError naming `what` on failure."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # PIL raises many types for broken files
+        raise ItemError(f"{what}: cannot decode image ({type(e).__name__}: {e})") from None
+
+
+def read_image_file(path, what: str | None = None) -> np.ndarray:
+    from PIL import Image
+
+    what = what or str(path)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:
+        raise ItemError(f"{what}: cannot read image {path} ({type(e).__name__}: {e})") from None

@@ -1,0 +1,42 @@
+"""What the numbers were measured on: CPU model, threads, library versions, GPU."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info() -> dict:
+    info = {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "hostname": platform.node(),
+    }
+    for mod in ("numpy", "torch", "onnxruntime", "pycocotools"):
+        try:
+            info[f"{mod}_version"] = __import__(mod).__version__
+        except Exception:
+            info[f"{mod}_version"] = None
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda_available"] = bool(torch.cuda.is_available())
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:
+        info["torch_threads"], info["cuda_available"], info["gpu"] = None, False, None
+    return info

@@ -1,0 +1,366 @@
+"""The run loop: plan → skip what is done → run the rest → records. One image is decoded once, set once on the
+model, and all its selected objects are predicted in one call."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flip.prompt import Prompt, PromptError
+
+from . import models as model_registry
+from .datasets import Dataset, ItemError, Selection, open_dataset, select
+from .machine import machine_info
+from .metrics import object_metrics
+from .records import PHASE_COLUMNS, STATUS_FAILED, STATUS_OK, RecordWriter, done_keys, make_row
+
+log = logging.getLogger("benchmark")
+MODEL_PHASES = ("preprocess", "encoder", "decoder", "postprocess")  # the model's own time; data load is separate
+
+
+class ConfigError(ValueError):
+    """Stops the run before any work starts."""
+
+
+@dataclass
+class RunConfig:
+    models: list[str]
+    datasets: list[str]
+    run_dir: str
+    weights: str | None = None
+    mode: str = "5sigma"
+    device: str | None = None
+    threads: int | None = None
+    warmup: int = 2
+    seed: int = 0
+    limit: int | None = None
+    min_area_ratio: float | None = None
+    max_area_ratio: float | None = None
+    shard: tuple[int, int] = (0, 1)
+    boundary: bool = True
+    retry_failed: bool = False
+    flush_every: int = 200
+    progress: bool = True
+    config_file: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def selection(self) -> Selection:
+        return Selection(self.limit, self.seed, self.min_area_ratio, self.max_area_ratio, tuple(self.shard))
+
+
+@dataclass
+class Counters:
+    ok: int = 0
+    failed: int = 0
+    empty_masks_skipped: int = 0
+    area_filtered: int = 0
+    already_done: int = 0
+    failures: list = field(default_factory=list)
+
+    def fail(self, reason: str):
+        self.failed += 1
+        if len(self.failures) < 200:
+            self.failures.append(reason)
+        log.warning("failed: %s", reason)
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def set_threads(threads: int | None) -> int:
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def _phase_split(after_set: dict, after_predict: dict) -> dict:
+    """Phase seconds of the predict call alone. Models report the last set_image + predict; a model that
+    accumulates gives after_predict ≥ after_set per phase, one that resets on predict gives the predict part."""
+    out = {}
+    for p, v in after_predict.items():
+        s = after_set.get(p, 0.0)
+        v = float(v) if v is not None else float("nan")
+        out[p] = v - s if (math.isfinite(v) and v >= s) else v
+    return out
+
+
+def _get_tokens(model, n: int):
+    toks = getattr(model, "last_tokens", None)
+    if toks is None:
+        return [None] * n
+    toks = list(np.atleast_1d(toks))
+    return toks if len(toks) == n else [None] * n
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+        self.counters = Counters()
+        # configuration errors surface here, before any work
+        if not cfg.models:
+            raise ConfigError("no model given")
+        if not cfg.datasets:
+            raise ConfigError("no dataset given")
+        k, n = cfg.shard
+        if not (n >= 1 and 0 <= k < n):
+            raise ConfigError(f"--shard {k}/{n}: need 0 ≤ k < n")
+        try:
+            self.datasets: list[Dataset] = [open_dataset(d) for d in cfg.datasets]
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two datasets share a name {names}; name them with NAME=PATH")
+        self.models = []
+        for name in cfg.models:
+            try:
+                self.models.append(model_registry.create(name, weights=cfg.weights, mode=cfg.mode, device=cfg.device, seed=cfg.seed))
+            except model_registry.ModelError as e:
+                raise ConfigError(str(e)) from None
+
+    # ------------------------------------------------------------------ plan
+    def plan(self):
+        sel = self.cfg.selection()
+        done = done_keys(self.run_dir, self.cfg.retry_failed) if self.run_dir.exists() else set()
+        work = []
+        for model in self.models:
+            for ds in self.datasets:
+                for entry, objs in select(ds, sel):
+                    todo = [o for o in objs if (model.name, str(model.weights_id), ds.name, entry.image_id, o.object_id) not in done]
+                    self.counters.already_done += len(objs) - len(todo)
+                    if todo:
+                        work.append((model, ds, entry, todo))
+        return work
+
+    def write_meta(self, threads: int) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        meta_path = self.run_dir / "run.json"
+        prev = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        cfg = asdict(self.cfg)
+        meta = {
+            "created": prev.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "settings": cfg,
+            "torch_threads": threads,
+            "machine": machine_info(),
+            "models": {m.name: {"weights_id": str(m.weights_id), "num_parameters": int(m.num_parameters),
+                                "mode": self.cfg.mode if m.name.startswith("flip-") else None} for m in self.models},
+            "datasets": [d.describe() for d in self.datasets],
+            "invocations": prev.get("invocations", 0) + 1,
+        }
+        if self.cfg.config_file:
+            try:
+                meta["config_file_text"] = Path(self.cfg.config_file).read_text()
+            except OSError:
+                pass
+        _atomic_json(meta_path, meta)
+
+    # ------------------------------------------------------------------ run
+    def warm_up(self, work) -> None:
+        """Untimed calls on the first planned image of each model: excluded from every record."""
+        if self.cfg.warmup <= 0:
+            return
+        seen = set()
+        for model, ds, entry, todo in work:
+            if model.name in seen:
+                continue
+            seen.add(model.name)
+            try:
+                image = ds.load_image(entry)
+                masks = ds.load_masks(entry, [o.object_id for o in todo[:4]])
+                prompts = [Prompt.from_mask(m) for m in masks.values() if isinstance(m, np.ndarray) and m.any() and m.shape == image.shape[:2]]
+                if not prompts:
+                    continue
+                for _ in range(self.cfg.warmup):
+                    model.set_image(image)
+                    model.predict(prompts[:1])
+            except Exception as e:  # warm-up problems show up again, per object, in the real run
+                log.warning("warm-up of %s on image %s failed: %s", model.name, entry.image_id, e)
+
+    def run(self) -> Counters:
+        threads = set_threads(self.cfg.threads)
+        self.write_meta(threads)
+        work = self.plan()
+        total = sum(len(t) for *_, t in work)
+        log.info("%d objects to run (%d already done)", total, self.counters.already_done)
+        self.warm_up(work)
+        from tqdm.auto import tqdm
+
+        k, n = self.cfg.shard
+        bar = tqdm(total=total, unit="obj", disable=not self.cfg.progress, dynamic_ncols=True, desc="benchmark")
+        with RecordWriter(self.run_dir, tag=f"s{k}of{n}", flush_every=self.cfg.flush_every) as writer:
+            for model, ds, entry, todo in work:
+                for row in self.run_image(model, ds, entry, todo):
+                    writer.add(row)
+                bar.update(len(todo))
+                bar.set_postfix(failed=self.counters.failed, model=model.name, refresh=False)
+        bar.close()
+        summary = asdict(self.counters)
+        summary["shard"] = f"{k}/{n}"
+        _atomic_json(self.run_dir / f"summary-{k}of{n}.json", summary)
+        return self.counters
+
+    def _base(self, model, ds, entry, object_id, **kw) -> dict:
+        return make_row(model=model.name, weights_id=str(model.weights_id), num_parameters=int(model.num_parameters),
+                        dataset=ds.name, image_id=entry.image_id, object_id=object_id,
+                        shard=f"{self.cfg.shard[0]}/{self.cfg.shard[1]}", **kw)
+
+    def _failed(self, model, ds, entry, object_id, reason: str, **kw) -> dict:
+        self.counters.fail(f"{model.name} {ds.name} image {entry.image_id} object {object_id}: {reason}")
+        return self._base(model, ds, entry, object_id, status=STATUS_FAILED, reason=reason, **kw)
+
+    def run_image(self, model, ds, entry, todo) -> list[dict]:
+        rows = []
+        ids = [o.object_id for o in todo]
+        t0 = time.perf_counter()
+        try:
+            image = ds.load_image(entry)
+            image = model_registry.check_image(image, f"image {entry.image_id}")
+            masks = ds.load_masks(entry, ids)
+        except (ItemError, ValueError, TypeError) as e:
+            return [self._failed(model, ds, entry, oid, f"image: {e}") for oid in ids]
+        h, w = image.shape[:2]
+        sel = self.cfg.selection()
+        prompts, objs, gts = [], [], []
+        for oid in ids:
+            m = masks.get(oid)
+            if isinstance(m, Exception) or m is None:
+                rows.append(self._failed(model, ds, entry, oid, f"mask: {m}", width=w, height=h))
+                continue
+            if m.shape != (h, w):
+                rows.append(self._failed(model, ds, entry, oid, f"mask shape {m.shape} != image {(h, w)}", width=w, height=h))
+                continue
+            area = int(np.count_nonzero(m))
+            if area == 0:
+                self.counters.empty_masks_skipped += 1
+                continue
+            if not sel.area_ok(area / (h * w)):
+                self.counters.area_filtered += 1
+                continue
+            try:
+                prompts.append(Prompt.from_mask(m, object_id=oid, image_id=entry.image_id))
+            except (PromptError, ValueError) as e:
+                rows.append(self._failed(model, ds, entry, oid, f"prompt: {e}", width=w, height=h))
+                continue
+            objs.append(oid)
+            gts.append(m)
+        t_data = time.perf_counter() - t0
+        if not objs:
+            return rows
+        k = len(objs)
+
+        # one set_image, one predict for the whole image
+        try:
+            t1 = time.perf_counter()
+            model.set_image(image)
+            wall_set = time.perf_counter() - t1
+            after_set = dict(getattr(model, "timings", {}) or {})
+        except Exception as e:
+            reason = f"set_image raised {type(e).__name__}: {e}"
+            return rows + [self._failed(model, ds, entry, oid, reason, width=w, height=h) for oid in objs]
+
+        results = self._predict_all(model, prompts, after_set, wall_set, k)
+        amortised = self._amortised(results, after_set, wall_set, k)
+        for oid, gt, prompt, (pred, err, phases, tokens) in zip(objs, gts, prompts, results):
+            box = prompt.box_xyxy
+            common = dict(width=w, height=h, box_x0=box[0], box_y0=box[1], box_x1=box[2], box_y1=box[3],
+                          area_px=prompt.area, area_ratio=prompt.area / (h * w), objects_in_image=k)
+            if err is None:
+                pred = np.asarray(pred)
+                if pred.shape != (h, w):
+                    err = f"prediction shape {pred.shape} != image {(h, w)}"
+            if err is not None:
+                rows.append(self._failed(model, ds, entry, oid, err, **common))
+                continue
+            times = {f"t_{p}": phases.get(p, float("nan")) for p in MODEL_PHASES}
+            times["t_data"] = t_data / k
+            t_obj = phases["_object"]
+            if model_registry.iou_is_meaningful(model.weights_id):
+                met = object_metrics(pred, gt, boundary=self.cfg.boundary)
+                reason = ""
+            else:
+                met = {"iou": None, "boundary_iou": None, "pred_area_px": int(np.count_nonzero(pred))}
+                reason = f"IoU n/a: weights {model.weights_id!r} (untrained or no model)"
+            common.pop("area_px"), common.pop("area_ratio")
+            self.counters.ok += 1
+            rows.append(self._base(model, ds, entry, oid, status=STATUS_OK, reason=reason,
+                                   iou=met["iou"], boundary_iou=met["boundary_iou"], pred_area_px=met["pred_area_px"],
+                                   area_px=prompt.area, area_ratio=prompt.area / (h * w), time_object=t_obj,
+                                   time_amortised=amortised, tokens=tokens, **common, **times))
+        return rows
+
+    def _predict_all(self, model, prompts, after_set, wall_set, k):
+        """[(mask, error, phases, tokens)] per prompt: one batched call, or one call per prompt if the batch fails
+        (so an object that makes the model raise costs only itself)."""
+        try:
+            t1 = time.perf_counter()
+            preds = model.predict(prompts)
+            wall = time.perf_counter() - t1
+            if len(preds) != len(prompts):
+                raise RuntimeError(f"predict returned {len(preds)} masks for {len(prompts)} prompts")
+            phases = self._object_phases(after_set, dict(getattr(model, "timings", {}) or {}), wall_set, wall, k)
+            tokens = _get_tokens(model, k)
+            return [(p, None, phases, t) for p, t in zip(preds, tokens)]
+        except Exception as batch_error:
+            if k == 1:
+                return [(None, f"predict raised {type(batch_error).__name__}: {batch_error}", {}, None)]
+            log.info("batched predict failed (%s); retrying one prompt at a time", batch_error)
+        out = []
+        for p in prompts:
+            try:
+                t1 = time.perf_counter()
+                pred = model.predict([p])
+                wall = time.perf_counter() - t1
+                if len(pred) != 1:
+                    raise RuntimeError(f"predict returned {len(pred)} masks for 1 prompt")
+                phases = self._object_phases(after_set, dict(getattr(model, "timings", {}) or {}), wall_set, wall, 1)
+                out.append((pred[0], None, phases, _get_tokens(model, 1)[0]))
+            except Exception as e:
+                out.append((None, f"predict raised {type(e).__name__}: {e}", {}, None))
+        return out
+
+    @staticmethod
+    def _object_phases(after_set: dict, after_predict: dict, wall_set: float, wall_predict: float, k: int) -> dict:
+        """Per-object phase seconds: set_image phases counted fully (the image encoder once per object), the
+        predict call's phases shared by its k prompts. Falls back to wall time when the model reports nothing."""
+        pred = _phase_split(after_set, after_predict)
+        phases = {}
+        for p in MODEL_PHASES:
+            s, q = after_set.get(p), pred.get(p)
+            if s is None and q is None:
+                continue
+            phases[p] = (float(s) if s is not None else 0.0) + (float(q) / k if q is not None else 0.0)
+        phases["_object"] = sum(phases.values()) if phases else wall_set + wall_predict / k
+        set_total = sum(float(v) for p, v in after_set.items() if p in MODEL_PHASES) if after_set else wall_set
+        pred_total = sum(float(v) for p, v in pred.items() if p in MODEL_PHASES) if pred else wall_predict
+        phases["_image"] = set_total + pred_total  # whole image's model time, when predicted in one call
+        return phases
+
+    @staticmethod
+    def _amortised(results, after_set, wall_set, k) -> float:
+        """Model time of the image divided by its objects. One batched call: its image total / k; per-prompt
+        calls: set_image once plus every call's predict part."""
+        phases = [r[2] for r in results if r[2]]
+        if not phases:
+            return float("nan")
+        if all(p is phases[0] for p in phases):  # one batched call
+            return phases[0]["_image"] / k
+        set_total = sum(float(v) for p, v in after_set.items() if p in MODEL_PHASES) if after_set else wall_set
+        return (set_total + sum(p["_image"] - set_total for p in phases)) / k
+
+
+def run(cfg: RunConfig) -> Counters:
+    return Runner(cfg).run()

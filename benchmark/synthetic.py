@@ -1,0 +1,62 @@
+"""A tiny synthetic COCO-format dataset (ellipses and boxes on noise) for tests and for measuring the harness
+when no rendered dataset is around. Seeded; written atomically enough for tests (no partial json)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def random_shapes(rng: np.random.Generator, h: int, w: int, n: int) -> list[np.ndarray]:
+    yy, xx = np.mgrid[:h, :w]
+    masks = []
+    for _ in range(n):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        ry, rx = rng.uniform(1, max(2, h / 3)), rng.uniform(1, max(2, w / 3))
+        if rng.random() < 0.5:
+            m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        else:
+            m = (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
+        if not m.any():
+            m[int(min(cy, h - 1)), int(min(cx, w - 1))] = True
+        masks.append(m)
+    return masks
+
+
+def make_coco_dataset(root, n_images: int = 4, objects_per_image: int = 3, seed: int = 0,
+                      sizes=((48, 64), (64, 64), (40, 72)), polygons: bool = True) -> Path:
+    """root/annotations.json + root/images/*.png. Object masks as compressed RLE, plus one polygon object per
+    image when `polygons` (a box polygon, so its rasterisation is exact up to pycocotools' edge rule)."""
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    images, anns = [], []
+    aid = 1
+    for i in range(n_images):
+        h, w = sizes[i % len(sizes)]
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        fname = f"{i:04d}.png"
+        Image.fromarray(img).save(root / "images" / fname)
+        images.append({"id": i + 1, "file_name": fname, "width": w, "height": h})
+        for m in random_shapes(rng, h, w, objects_per_image):
+            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            anns.append({"id": aid, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "area": float(m.sum()),
+                         "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                         "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")}})
+            aid += 1
+        if polygons:
+            x0, y0 = float(rng.integers(0, w // 2)), float(rng.integers(0, h // 2))
+            x1, y1 = x0 + w / 4, y0 + h / 4
+            anns.append({"id": aid, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "area": (x1 - x0) * (y1 - y0),
+                         "bbox": [x0, y0, x1 - x0, y1 - y0], "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]})
+            aid += 1
+    data = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
+    tmp = root / ".annotations.json.tmp"
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, root / "annotations.json")
+    return root
