@@ -52,9 +52,10 @@ typedef struct {
 
 /* Spec §3.3 + §3.5 (intended semantics). Levels are placed from the smallest patch size to the largest; level i
  * consumes at most 10·counts[i] candidates. Outputs per level i (capacity counts[i]): patches (n, p, p, 3) uint8,
- * coords (n, 2) float32 model units, centres (n, 2) float64 pixels (may be NULL). got[i] = accepted count. */
+ * coords (n, 2) float32 model units, centres (n, 2) float64 pixels (may be NULL). got[i] = accepted count.
+ * region (x0, y0, x1, y1) or NULL: where most boxes will land, only sizes the overlap grid (results never depend on it). */
 int fv_place(const fv_image *im, const int *sizes, int k, const int *counts, double tau, fv_candidate_fn next,
-             void *ctx, uint8_t **patches, float **coords, double **centres, int *got, char *err);
+             void *ctx, const double *region, uint8_t **patches, float **coords, double **centres, int *got, char *err);
 
 /* Whole pipeline for one object: validation, widening, allocation, Gaussian candidates, placement.
  * tau < 0 or coverage < 0: drawn from the RNG as in training (τ ~ U[0,4), c ~ U[0.1, 2)).

@@ -264,26 +264,62 @@ static void grid_add(fv_grid *g, double x0, double y0, double x1, double y1) {
 /* ------------------------------------------------------------------ extraction */
 /* Pixel (xi, yi) at (cx − p/2 + 0.5 + xi, cy − p/2 + 0.5 + yi): the fractional offset is the same for the whole
  * patch, so the four bilinear weights are computed once. Caller guarantees all taps are inside. */
-static void extract_patch(const fv_image *im, double cx, double cy, int p, uint8_t *out) {
+static inline uint8_t bilinear1(const uint8_t *r0, const uint8_t *r1, float w00, float w01, float w10, float w11) {
+    float v = w00 * r0[0] + w01 * r0[3] + w10 * r1[0] + w11 * r1[3];
+    return (uint8_t)(v + 0.5f); /* v ≥ 0: same as roundf */
+}
+
+#if defined(__SSE2__) && !defined(FV_NO_SIMD)
+/* SSE2 is part of the x86-64 baseline, so this path is portable there; other CPUs use the scalar loop */
+#include <emmintrin.h>
+#define FV_HAVE_SSE2 1
+
+/* 8 consecutive channel values: out = round(w00·r0[t] + w01·r0[t+3] + w10·r1[t] + w11·r1[t+3]) */
+static inline void bilinear8(const uint8_t *r0, const uint8_t *r1, __m128 w00, __m128 w01, __m128 w10, __m128 w11,
+                             uint8_t *o) {
+    const __m128i z = _mm_setzero_si128();
+    __m128i a = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)r0), z);
+    __m128i b = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(r0 + 3)), z);
+    __m128i c = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)r1), z);
+    __m128i d = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(r1 + 3)), z);
+    __m128 half = _mm_set1_ps(0.5f);
+    __m128 lo = _mm_add_ps(
+        _mm_add_ps(_mm_mul_ps(w00, _mm_cvtepi32_ps(_mm_unpacklo_epi16(a, z))), _mm_mul_ps(w01, _mm_cvtepi32_ps(_mm_unpacklo_epi16(b, z)))),
+        _mm_add_ps(_mm_mul_ps(w10, _mm_cvtepi32_ps(_mm_unpacklo_epi16(c, z))), _mm_mul_ps(w11, _mm_cvtepi32_ps(_mm_unpacklo_epi16(d, z)))));
+    __m128 hi = _mm_add_ps(
+        _mm_add_ps(_mm_mul_ps(w00, _mm_cvtepi32_ps(_mm_unpackhi_epi16(a, z))), _mm_mul_ps(w01, _mm_cvtepi32_ps(_mm_unpackhi_epi16(b, z)))),
+        _mm_add_ps(_mm_mul_ps(w10, _mm_cvtepi32_ps(_mm_unpackhi_epi16(c, z))), _mm_mul_ps(w11, _mm_cvtepi32_ps(_mm_unpackhi_epi16(d, z)))));
+    __m128i q = _mm_packs_epi32(_mm_cvttps_epi32(_mm_add_ps(lo, half)), _mm_cvttps_epi32(_mm_add_ps(hi, half)));
+    _mm_storel_epi64((__m128i *)o, _mm_packus_epi16(q, q));
+}
+#endif
+
+static void extract_patch(const fv_image *im, double cx, double cy, int p, uint8_t *restrict out) {
     double sx = cx - 0.5 * p + 0.5, sy = cy - 0.5 * p + 0.5;
     int x0 = (int)sx, y0 = (int)sy;
     float dx = (float)(sx - x0), dy = (float)(sy - y0);
     float w00 = (1 - dx) * (1 - dy), w01 = dx * (1 - dy), w10 = (1 - dx) * dy, w11 = dx * dy;
     size_t stride = (size_t)im->W * 3;
+    int n = 3 * p;
+#ifdef FV_HAVE_SSE2
+    __m128 v00 = _mm_set1_ps(w00), v01 = _mm_set1_ps(w01), v10 = _mm_set1_ps(w10), v11 = _mm_set1_ps(w11);
+#endif
     for (int yi = 0; yi < p; yi++) {
         const uint8_t *r0 = im->pixels + (size_t)(y0 + yi) * stride + (size_t)x0 * 3;
         const uint8_t *r1 = r0 + stride;
-        uint8_t *o = out + (size_t)yi * p * 3;
-        for (int t = 0; t < 3 * p; t++) {
-            float v = w00 * r0[t] + w01 * r0[t + 3] + w10 * r1[t] + w11 * r1[t + 3];
-            o[t] = (uint8_t)(v + 0.5f); /* v ≥ 0: same as roundf */
-        }
+        uint8_t *o = out + (size_t)yi * n;
+        int t = 0;
+#ifdef FV_HAVE_SSE2
+        /* the last byte read is r1[t + 3 + 7] ≤ r1[n + 2], the right bilinear tap of the last pixel: in bounds */
+        for (; t + 8 <= n; t += 8) bilinear8(r0 + t, r1 + t, v00, v01, v10, v11, o + t);
+#endif
+        for (; t < n; t++) o[t] = bilinear1(r0 + t, r1 + t, w00, w01, w10, w11);
     }
 }
 
 /* ------------------------------------------------------------------ placement (§3.3) */
 int fv_place(const fv_image *im, const int *sizes, int k, const int *counts, double tau, fv_candidate_fn next,
-             void *ctx, uint8_t **patches, float **coords, double **centres, int *got, char *err) {
+             void *ctx, const double *region, uint8_t **patches, float **coords, double **centres, int *got, char *err) {
     if (check_sizes(sizes, k, err)) return -1;
     if (!isfinite(tau) || tau < 0) return fv_fail(err, "tau must be finite and >= 0, got %g", tau);
     int idx[FV_MAX_SIZES];
@@ -299,6 +335,12 @@ int fv_place(const fv_image *im, const int *sizes, int k, const int *counts, dou
     /* grid region: the image (accepted boxes always lie inside it); cells of the most frequent patch size,
      * coarsened so the grid has at most max(4096, 8·total) cells */
     double rx0 = 0, ry0 = 0, rx1 = im->W - 1, ry1 = im->H - 1;
+    if (region) { /* boxes outside the region go to the border cells (clamped): still exact, only slower */
+        rx0 = fmax(rx0, region[0]), ry0 = fmax(ry0, region[1]);
+        rx1 = fmin(rx1, region[2]), ry1 = fmin(ry1, region[3]);
+        if (!(rx1 > rx0)) rx0 = 0, rx1 = im->W - 1;
+        if (!(ry1 > ry0)) ry0 = 0, ry1 = im->H - 1;
+    }
     double cell = pstar;
     double limit = fmax(4096.0, 8.0 * total);
     double ncell = (ceil((rx1 - rx0) / cell) + 1) * (ceil((ry1 - ry0) / cell) + 1);
@@ -373,7 +415,12 @@ int fv_prepare(const fv_image *im, const double g6[6], int num_tokens, const int
 int fv_run(const fv_image *im, fv_plan *plan, const int *sizes, int k, uint8_t **patches, float **coords, int *got,
            char *err) {
     gauss_src src = {&plan->rng, &plan->g};
-    return fv_place(im, sizes, k, plan->counts, plan->tau, gauss_next, &src, patches, coords, NULL, got, err);
+    int pmax = 1;
+    for (int i = 0; i < k; i++)
+        if (plan->counts[i] > 0 && sizes[i] > pmax) pmax = sizes[i];
+    double r = 4.0 * fmax(plan->g.s1, plan->g.s2) + pmax; /* 4σ holds all but ~3e-4 of the candidates */
+    double region[4] = {plan->g.mx - r, plan->g.my - r, plan->g.mx + r, plan->g.my + r};
+    return fv_place(im, sizes, k, plan->counts, plan->tau, gauss_next, &src, region, patches, coords, NULL, got, err);
 }
 
 /* ------------------------------------------------------------------ token count (§3.4) */

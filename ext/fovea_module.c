@@ -351,7 +351,7 @@ static PyObject *py_place_patches(PyObject *self, PyObject *args) {
         cenp[i] = PyArray_DATA(cen[i]);
     }
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = fv_place(&im, sizes, k, counts, tau, array_next, &src, o.pp, o.cp, cenp, o.got, err);
+    Py_BEGIN_ALLOW_THREADS rc = fv_place(&im, sizes, k, counts, tau, array_next, &src, NULL, o.pp, o.cp, cenp, o.got, err);
     Py_END_ALLOW_THREADS if (rc) {
         fail(err);
         goto done;
