@@ -1,0 +1,67 @@
+"""What every baseline adapter shares: device choice, image checks, box batching, parameter counts."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from flip.prompt import Prompt, PromptError
+from flip.segmenter import PhaseTimer, check_image
+
+
+def default_device(device=None) -> str:
+    if device is not None:
+        return str(device)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def count_parameters(module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def boxes_array(prompts: Sequence[Prompt], width: int, height: int) -> np.ndarray:
+    """(N, 4) float64 pixel-edge XYXY boxes, checked to be finite and to fit the image they are used on."""
+    boxes = np.zeros((len(prompts), 4), dtype=np.float64)
+    for i, p in enumerate(prompts):
+        b = np.asarray(p.box_xyxy, dtype=np.float64)
+        if b.shape != (4,) or not np.all(np.isfinite(b)) or b[2] <= b[0] or b[3] <= b[1]:
+            raise PromptError(f"prompt {i}: box {b.tolist()} is not a finite XYXY box with x1 > x0 and y1 > y0")
+        if (p.width, p.height) != (width, height):
+            raise PromptError(f"prompt {i} was made for a {p.width}x{p.height} image, the set image is {width}x{height}")
+        boxes[i] = b
+    return boxes
+
+
+class BaselineSegmenter:
+    """Base for the adapters: holds the protocol attributes and the set-image state."""
+
+    name: str = ""
+    num_parameters: int = 0
+    weights_id: str = ""
+
+    def __init__(self, device=None):
+        self.device = default_device(device)
+        self.timer = PhaseTimer(self.device)
+        self.image_size: tuple[int, int] | None = None  # (H, W) of the set image
+
+    @property
+    def timings(self) -> dict:
+        return dict(self.timer.times)
+
+    def _begin_image(self, image: np.ndarray) -> np.ndarray:
+        image = check_image(image)
+        self.timer.reset()
+        self.image_size = image.shape[:2]
+        return image
+
+    def _begin_predict(self, prompts: Sequence[Prompt]) -> np.ndarray:
+        if self.image_size is None:
+            raise RuntimeError(f"{self.name}: call set_image before predict")
+        self.timer.reset("decoder", "postprocess")
+        h, w = self.image_size
+        return boxes_array(prompts, w, h)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, params={self.num_parameters}, weights={self.weights_id!r}, device={self.device!r})"

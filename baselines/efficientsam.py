@@ -1,0 +1,115 @@
+"""EfficientSAM-T/S behind the Segmenter protocol, on the project's own implementation (efficientsam_model/)
+or on an official TorchScript export (same two entry points, loaded with torch.jit.load).
+
+A box is two points labelled 2 (top-left) and 3 (bottom-right), given as pixel-edge XYXY like SAM's boxes.
+The model returns three masks per box; we keep the one with the highest predicted IoU, as the official
+examples do. Only that mask is upsampled (bicubic, as upstream) to full resolution and thresholded at 0.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from flip.prompt import Prompt
+
+from .common import BaselineSegmenter, count_parameters
+from .weights import RANDOM, WeightsError, WeightsSpec, check_state_dict, load_state_dict, resolve, weights_id
+
+_REPO = "https://github.com/yformer/EfficientSAM/raw/main/"
+EFFICIENTSAM_WEIGHTS = {
+    "efficientsam-t": WeightsSpec("efficient_sam_vitt.pt", _REPO + "weights/efficient_sam_vitt.pt"),
+    # the ViT-S checkpoint is published zipped (GitHub's 100 MB limit)
+    "efficientsam-s": WeightsSpec("efficient_sam_vits.pt", _REPO + "weights/efficient_sam_vits.pt.zip", _REPO + "weights/efficient_sam_vits.pt.zip"),
+}
+EFFICIENTSAM_VARIANTS = {"efficientsam-t": "vitt", "efficientsam-s": "vits"}
+TORCHSCRIPT_URLS = {
+    "efficientsam-t": _REPO + "torchscripted_model/efficient_sam_vitt_torchscript.pt",
+    "efficientsam-s": _REPO + "torchscripted_model/efficient_sam_vits_torchscript.pt",
+}
+
+
+def is_torchscript(path: Path) -> bool:
+    """TorchScript archives carry compiled code (<root>/code/...); torch.save checkpoints do not."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/" in n for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def build_efficientsam_module(name: str, weights=None, device: str = "cpu"):
+    """(module, weights id): random, a state-dict checkpoint (strict), or a TorchScript export."""
+    import torch
+
+    from .efficientsam_model import build_efficient_sam
+
+    if name not in EFFICIENTSAM_VARIANTS:
+        raise KeyError(f"unknown EfficientSAM variant {name!r}; choose one of {sorted(EFFICIENTSAM_VARIANTS)}")
+    model = build_efficient_sam(EFFICIENTSAM_VARIANTS[name])
+    if isinstance(weights, str) and weights == RANDOM:
+        return model, RANDOM
+    spec = EFFICIENTSAM_WEIGHTS[name]
+    path = resolve(name, spec, weights)
+    if is_torchscript(path):
+        try:
+            scripted = torch.jit.load(str(path), map_location=device)
+        except Exception as e:
+            raise WeightsError(f"{name}: cannot load TorchScript export {path} ({type(e).__name__}: {e}); "
+                               f"official export: {TORCHSCRIPT_URLS[name]}") from e
+        # the export's parameters must have this variant's architecture too
+        expected = {k: v for k, v in model.state_dict().items()}
+        got = dict(scripted.named_parameters())
+        got.update(dict(scripted.named_buffers()))
+        check_state_dict(name, expected, got, f"TorchScript export {path}")
+        return scripted.eval(), weights_id(path)
+    state = load_state_dict(name, path, key="model")
+    check_state_dict(name, model.state_dict(), state, str(path))
+    model.load_state_dict(state, strict=True)
+    return model, weights_id(path)
+
+
+class EfficientSamSegmenter(BaselineSegmenter):
+    def __init__(self, name: str, weights=None, device=None, batch: int = 16):
+        super().__init__(device)
+        self.name = name
+        self.batch = int(batch)
+        module, self.weights_id = build_efficientsam_module(name, weights, self.device)
+        self.model = module.to(self.device).eval()
+        self.num_parameters = count_parameters(self.model)
+        self.embeddings = None
+
+    def set_image(self, image: np.ndarray) -> None:
+        import torch
+
+        image = self._begin_image(image)
+        with self.timer("preprocess"):
+            x = torch.as_tensor(image, device=self.device).permute(2, 0, 1)[None].float() / 255.0
+        with self.timer("encoder"), torch.inference_mode():
+            self.embeddings = self.model.get_image_embeddings(x)
+
+    def predict(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+        import torch
+        import torch.nn.functional as F
+
+        boxes = self._begin_predict(prompts)
+        h, w = self.image_size
+        out: list[np.ndarray] = []
+        for start in range(0, len(boxes), self.batch):
+            chunk = torch.as_tensor(boxes[start : start + self.batch], dtype=torch.float32, device=self.device)
+            q = chunk.shape[0]
+            with self.timer("decoder"), torch.inference_mode():
+                points = chunk.reshape(1, q, 2, 2)  # [[x0, y0], [x1, y1]] per box
+                labels = torch.tensor([2, 3], device=self.device).expand(1, q, 2).contiguous()
+                low_res, _ = self.model.predict_masks(self.embeddings, points, labels, True, -1, -1)
+                best = low_res[0, :, :1]  # sorted by predicted IoU, best first
+            with self.timer("postprocess"), torch.inference_mode():
+                masks = F.interpolate(best, (h, w), mode="bicubic") >= 0.0  # upstream: torch.ge(logits, 0)
+                out.extend(m for m in masks[:, 0].cpu().numpy())
+        return out
+
+
+def create_efficientsam(name: str, weights=None, device=None, **kwargs) -> EfficientSamSegmenter:
+    return EfficientSamSegmenter(name, weights=weights, device=device, **kwargs)

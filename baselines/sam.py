@@ -1,0 +1,99 @@
+"""SAM (ViT-B/L/H) from the segment-anything package, behind the Segmenter protocol.
+
+Boxes use multimask_output=False: for an unambiguous prompt such as a box, SAM's authors recommend the single
+mask (the multimask head exists for ambiguous single clicks). Boxes are passed unchanged as pixel-edge XYXY, the
+COCO-style box SAM was trained and evaluated with, through the predictor's ResizeLongestSide transform.
+All boxes of an image go through the decoder together, in chunks of `batch` to bound memory.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from flip.prompt import Prompt
+
+from .common import BaselineSegmenter, count_parameters
+from .weights import RANDOM, WeightsSpec, check_state_dict, load_state_dict, resolve, weights_id
+
+SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+SAM_WEIGHTS = {
+    "sam-b": WeightsSpec("sam_vit_b_01ec64.pth", SAM_URL + "sam_vit_b_01ec64.pth"),
+    "sam-l": WeightsSpec("sam_vit_l_0b3195.pth", SAM_URL + "sam_vit_l_0b3195.pth"),
+    "sam-h": WeightsSpec("sam_vit_h_4b8939.pth", SAM_URL + "sam_vit_h_4b8939.pth"),
+}
+SAM_BUILDERS = {"sam-b": "build_sam_vit_b", "sam-l": "build_sam_vit_l", "sam-h": "build_sam_vit_h"}
+
+
+class SamFamilySegmenter(BaselineSegmenter):
+    """Shared by SAM and MobileSAM: both packages expose the same Sam module and SamPredictor."""
+
+    def __init__(self, name: str, sam, predictor_cls, wid: str, device=None, batch: int = 16):
+        super().__init__(device)
+        self.name = name
+        self.batch = int(batch)
+        self.sam = sam.to(self.device).eval()
+        self.num_parameters = count_parameters(self.sam)
+        self.weights_id = wid
+        self.predictor = predictor_cls(self.sam)
+
+    def set_image(self, image: np.ndarray) -> None:
+        import torch
+
+        image = self._begin_image(image)
+        p = self.predictor
+        with self.timer("preprocess"):
+            resized = p.transform.apply_image(image)  # longest side → 1024, as SamPredictor.set_image does
+            x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        with self.timer("encoder"), torch.inference_mode():
+            p.set_torch_image(x, image.shape[:2])  # normalise, pad to 1024², run the image encoder
+
+    def predict(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+        import torch
+
+        boxes = self._begin_predict(prompts)
+        out: list[np.ndarray] = []
+        p, sam = self.predictor, self.sam
+        for start in range(0, len(boxes), self.batch):
+            chunk = torch.as_tensor(boxes[start : start + self.batch], dtype=torch.float32, device=self.device)
+            with self.timer("decoder"), torch.inference_mode():
+                tb = p.transform.apply_boxes_torch(chunk, p.original_size)
+                sparse, dense = sam.prompt_encoder(points=None, boxes=tb, masks=None)
+                low_res, _ = sam.mask_decoder(
+                    image_embeddings=p.features,
+                    image_pe=sam.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=False,
+                )
+            with self.timer("postprocess"), torch.inference_mode():
+                masks = sam.postprocess_masks(low_res, p.input_size, p.original_size) > sam.mask_threshold
+                out.extend(m for m in masks[:, 0].cpu().numpy())
+        return out
+
+
+def build_sam_module(name: str, weights=None):
+    """The segment-anything Sam module for `name`, random or loaded (strictly, on CPU). Returns (module, weights id)."""
+    import segment_anything
+
+    if name not in SAM_BUILDERS:
+        raise KeyError(f"unknown SAM variant {name!r}; choose one of {sorted(SAM_BUILDERS)}")
+    sam = getattr(segment_anything, SAM_BUILDERS[name])(checkpoint=None)
+    return _load_into(name, sam, SAM_WEIGHTS[name], weights)
+
+
+def _load_into(name: str, module, spec: WeightsSpec, weights):
+    if isinstance(weights, str) and weights == RANDOM:
+        return module, RANDOM
+    path = resolve(name, spec, weights)
+    state = load_state_dict(name, path, key="model")
+    check_state_dict(name, module.state_dict(), state, str(path))
+    module.load_state_dict(state, strict=True)
+    return module, weights_id(path)
+
+
+def create_sam(name: str, weights=None, device=None, **kwargs) -> SamFamilySegmenter:
+    from segment_anything import SamPredictor
+
+    sam, wid = build_sam_module(name, weights)
+    return SamFamilySegmenter(name, sam, SamPredictor, wid, device=device, **kwargs)
