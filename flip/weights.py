@@ -279,10 +279,13 @@ def register_weight_source(source: WeightSource, index: int | None = None) -> No
 
 
 def weights_id_for(paths) -> str:
+    """'authors:<file names>@sha256:<first 12 hex of the first file>'; the digest is computed, not assumed."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     names = "+".join(Path(p).name for p in paths)
-    known = KNOWN_SHA256.get(Path(paths[0]).name) if len(paths) == 1 else None
-    return f"authors:{names}" + (f"@sha256:{known[:12]}" if known else "")
+    digest = sha256(Path(paths[0]))
+    known = KNOWN_SHA256.get(Path(paths[0]).name)
+    flag = "" if known is None or known == digest else "(differs-from-published)"
+    return f"authors:{names}@sha256:{digest[:12]}{flag}"
 
 
 def missing_weights_message(name: str) -> str:
