@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--patch-set", default="default", choices=sorted(PATCH_SETS), help="patch sizes (ablations MaxPatch4x4 etc.)")
     a("--initial-pos-emb", action="store_true", help="ablation InitialPosEmb: positional MLPs only in layer 1")
     a("--no-augment", action="store_true", help="no Gaussian augmentation")
-    a("--gaussian-convention", default="per-axis", choices=["per-axis", "pixel"],
+    a("--gaussian-convention", default="pixel", choices=["per-axis", "pixel"],
       help="mask Gaussian → model units: the authors' per-axis rule or the exact pixel covariance")
     a("--init-weights", default=None, help="fine-tune from weights flip.pretrained can load (name, path, ONNX)")
     a("--resume", nargs="?", const="auto", default=None, help="continue from OUT/last.pt (or a given checkpoint)")

@@ -67,19 +67,24 @@ def open_datasets(specs, weights):
 
 
 def build_model(args, device):
-    import flip
+    from flip.registry import create_model
 
     overrides = {}
     if args.patch_set != "default":
         overrides["patch_sizes"] = PATCH_SETS[args.patch_set]
     if args.initial_pos_emb:
         overrides["pos_emb_all_layers"] = False
-    model = flip.create_model(args.model, **overrides)
+    model = create_model(args.model, **overrides)
     source = "random"
-    if args.init_weights:  # fine-tuning from anything flip.pretrained can load
-        loaded = flip.pretrained(args.model, weights=args.init_weights, **overrides)
-        model.load_state_dict(loaded.state_dict())
-        source = getattr(loaded, "weights_id", str(args.init_weights))
+    if args.init_weights:  # fine-tuning from anything flip.pretrained can load: a name ("flip-tiny") or a file
+        from flip.weights import load_weights, resolve_weights
+
+        name_or_path = args.init_weights
+        is_file = Path(name_or_path).is_file()
+        if not is_file and name_or_path != args.model:
+            raise ConfigError(f"--init-weights {name_or_path!r}: not a file, and not the model name {args.model!r}")
+        found, source, _ = resolve_weights(args.model, name_or_path if is_file else None)
+        load_weights(model, found)  # strict: lists missing / unexpected / mis-shaped keys
     return model.to(device), source
 
 
@@ -324,8 +329,8 @@ def train(args) -> dict:
             sums = {"loss": 0.0, "iou": 0.0, "n": 0}
         if rank == 0 and (step % args.ckpt_every == 0 or step == args.steps):
             save(out / "last.pt")
-            if args.keep_every and step % args.keep_every == 0:
-                save(out / f"step{step:08d}.pt")
+        if rank == 0 and args.keep_every and step % args.keep_every == 0:
+            save(out / f"step{step:08d}.pt")
         if rank == 0 and args.eval_every and step % args.eval_every == 0:
             res = evaluate(args, out, step, model)
             if res:
