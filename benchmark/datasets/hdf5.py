@@ -58,6 +58,11 @@ class FlipHdf5Dataset(Dataset):
             self._file = h5py.File(self.path, "r")
         return self._file
 
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_file"] = None
