@@ -323,10 +323,42 @@ def pretrained(name: str = "flip-tiny", path=None, device=None):
 
     model = create_model(name)
     found, wid, authors = resolve_weights(name, path)
+    info = project_weights_info(found)  # trainer hook: project-trained files record their own convention
+    if info is not None:
+        wid, authors = wid.replace("authors:", "project:", 1), False
     load_weights(model, found)
     model.weights_id = wid
-    model.gaussian_convention = PER_AXIS if authors else getattr(model, "gaussian_convention", PIXEL)
+    model.gaussian_convention = PER_AXIS if authors else ((info or {}).get("convention")
+                                                          or getattr(model, "gaussian_convention", PIXEL))
     model.eval()
     if device is not None:
         model.to(device)
     return model
+
+
+# ---------------------------------------------------------------------------------------------- project weights
+# Added by the trainer (flip/training): a FLIP model trained by this project (`python -m flip.train --export ...`)
+# is a dict {"format": "flip-weights-v1", "state_dict", "meta": {"convention", ...}}. It is the last candidate, so
+# it is used only when no authors' weights are found; its weights_id starts with "project:".
+PROJECT_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def project_weights_info(found) -> dict | None:
+    """meta of a project-trained weights file, or None for anything else (authors' ckpt/ONNX, lists)."""
+    if not isinstance(found, (str, os.PathLike)) or not str(found).endswith(".pt"):
+        return None
+    try:
+        obj = torch.load(str(found), map_location="cpu", weights_only=False)
+    except Exception:
+        return None
+    if isinstance(obj, Mapping) and obj.get("format") == "flip-weights-v1":
+        return dict(obj.get("meta") or {})
+    return None
+
+
+def _project_weights(name: str):
+    p = PROJECT_WEIGHTS_DIR / f"{name}-objascale.pt"
+    return p if p.is_file() else None
+
+
+register_weight_source(WeightSource("project", _project_weights, authors=False))
