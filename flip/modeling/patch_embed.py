@@ -13,7 +13,7 @@ class FlattenCHW(nn.Module):
     """(n, c, p, p) → (n, c·p·p), channel-major."""
 
     def forward(self, x):
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], x.shape[1:].numel())
 
 
 class GridPatchify(nn.Module):
@@ -48,7 +48,7 @@ class FlattenGrid(nn.Module):
     """(n, h, w, c) → (n, h·w·c)."""
 
     def forward(self, x):
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], x.shape[1:].numel())
 
 
 class PatchEmbedding(nn.Module):
