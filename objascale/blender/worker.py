@@ -1,0 +1,253 @@
+"""Blender worker: `python -m objascale.blender.worker JOB.json` renders one chunk of planned images.
+
+Runs in a fresh process per chunk (bpy state never leaks between chunks). Talks to the runner through stdout
+lines starting with "@@" (START i / DONE i / SKIP i reason / FATAL reason); everything else on stdout is
+Blender's own log. Each image's files are written atomically, the record last: a record means done.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import math
+import shutil
+import sys
+import time
+import traceback
+
+import numpy as np
+
+
+def say(*parts) -> None:
+    print("@@" + " ".join(str(p) for p in parts), flush=True)
+
+
+def _bbox_fracs(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """Box of a centred probe mask in fractions of the frame, relative to the frame centre."""
+    h, w = mask.shape
+    cols = np.flatnonzero(mask.any(0))
+    rows = np.flatnonzero(mask.any(1))
+    return cols[0] / w - 0.5, rows[0] / h - 0.5, (cols[-1] + 1) / w - 0.5, (rows[-1] + 1) / h - 0.5
+
+
+def render_attempt(plan: dict, cfg, sweethome3d_cache) -> dict:
+    """Render one attempt. Returns rgb, mask and metadata; raises AssetError for bad assets."""
+    from objascale.assets.sweethome3d import materialize
+    from objascale.plan import area_check
+
+    from . import scene as S
+
+    timings: dict[str, float] = {}
+    t_start = time.time()
+    tmp = S.new_tmpdir()
+    try:
+        sc = S.reset_scene(cfg.threads)
+        device = S.configure_device(sc, cfg.device)
+        sc.cycles.seed = plan["render_seed"]
+        S.setup_world(sc, plan["hdri"]["path"], plan["hdri_rotation_deg"], plan["hdri_strength"])
+        t = time.time()
+        target, warnings = S.import_object(sc, plan["object"], S.TARGET_INDEX, lambda p: materialize(p, sweethome3d_cache))
+        S.set_pose(target, plan["pose"])
+        timings["import_s"] = time.time() - t
+        W, H = plan["width"], plan["height"]
+        cam_plan = plan["camera"]
+        co = S.make_camera(sc, cam_plan, W, H)
+
+        # --- distance from the projected area (probe renders, area ∝ 1/d²)
+        t = time.time()
+        scale = cfg.probe_side / max(W, H)
+        pw, ph = max(8, round(W * scale)), max(8, round(H * scale))
+        ratio = plan["area_ratio_planned"]
+        d = 1.05 / math.sin(S.min_half_fov(cam_plan, W, H))
+        probes = []
+        for _ in range(4):
+            S.place_camera(co, cam_plan, d)
+            m = S.render_index(sc, pw, ph, tmp) == S.TARGET_INDEX
+            a = float(m.mean())
+            if a == 0:
+                raise S.AssetError(f"object {plan['object']['id']}: invisible in the probe render")
+            probes.append({"distance": d, "area_ratio": a})
+            d_probe, box = d, _bbox_fracs(m)
+            d_new = d * math.sqrt(a / ratio)
+            converged = abs(math.log(d_new / d)) < 0.01
+            d = d_new
+            # re-probe only while the object stays big enough at probe resolution to measure its area well
+            if converged or ratio * pw * ph < 400:
+                break
+        timings["probe_s"] = time.time() - t
+
+        # --- placement by lens shift: the projected shape does not change, only its position
+        s = d_probe / d
+        bx0, by0, bx1, by1 = box[0] * s * W, box[1] * s * H, box[2] * s * W, box[3] * s * H
+        bw, bh = bx1 - bx0, by1 - by0
+        mx, my = 1.0 - cfg.max_outside * bw, 1.0 - cfg.max_outside * bh  # margin (negative = may stick out)
+        lo_x, hi_x = -W / 2 - bx0 + mx, W / 2 - bx1 - mx
+        lo_y, hi_y = -H / 2 - by0 + my, H / 2 - by1 - my
+        u, v = plan["placement_uv"]
+        if hi_x < lo_x or hi_y < lo_y:
+            raise S.AssetError(f"object {plan['object']['id']}: its box ({bw:.0f}x{bh:.0f} px) does not fit the "
+                               f"{W}x{H} frame at area ratio {ratio:.3g}")
+        ox = lo_x + u * (hi_x - lo_x)
+        oy = lo_y + v * (hi_y - lo_y)
+        S.place_camera(co, cam_plan, d)
+        co.data.shift_x = -ox / max(W, H)
+        co.data.shift_y = oy / max(W, H)
+
+        # --- distractors, positioned along rays through chosen frame points
+        bpy_ctx = __import__("bpy").context
+        bpy_ctx.view_layer.update()
+        for k, dp in enumerate(plan["distractors"]):
+            try:
+                root, w2 = S.import_object(sc, dp["object"], S.TARGET_INDEX + 1 + k, lambda p: materialize(p, sweethome3d_cache))
+            except S.AssetError as e:
+                warnings.append(f"distractor {k} skipped: {e}")
+                continue
+            warnings.extend(w2)
+            frame = co.data.view_frame(scene=sc)  # corners in camera space: tr, br, bl, tl (with shift)
+            tr, br, bl, tl = frame
+            uu, vv = dp["frame_uv"]
+            p_cam = tl + (tr - tl) * uu + (bl - tl) * vv
+            ray = (co.matrix_world.to_3x3() @ p_cam).normalized()
+            depth = d * dp["depth_factor"]
+            S.set_pose(root, dp["pose"], location=co.location + ray * depth, scale=dp["size_factor"] * dp["depth_factor"])
+
+        # --- exact mask first: a failed area check costs no beauty render
+        t = time.time()
+        idx = S.render_index(sc, W, H, tmp)
+        timings["mask_s"] = time.time() - t
+        mask = idx == S.TARGET_INDEX
+        area = int(mask.sum())
+        reason = area_check(cfg, plan["area_px_planned"], area, occluders=bool(plan["distractors"]))
+        result = {"mask": mask, "area_px": area, "distance": d, "probes": probes, "device": device,
+                  "shift": [co.data.shift_x, co.data.shift_y], "offset_px": [ox, oy], "warnings": warnings,
+                  "timings": timings, "reject": reason, "camera_location": list(co.location),
+                  "camera_rotation_euler": list(co.rotation_euler)}
+        if reason:
+            return result
+
+        # --- beauty: region mode when the objects cover a small part of the frame
+        any_obj = idx > 0
+        region = None
+        if cfg.region_render:
+            rows, cols = np.flatnonzero(any_obj.any(1)), np.flatnonzero(any_obj.any(0))
+            if rows.size:
+                pad = max(8, int(0.1 * max(rows[-1] - rows[0], cols[-1] - cols[0])))
+                x0, y0 = max(0, cols[0] - pad), max(0, rows[0] - pad)
+                x1, y1 = min(W, cols[-1] + 1 + pad), min(H, rows[-1] + 1 + pad)
+                if W * H / float((x1 - x0) * (y1 - y0)) >= cfg.region_min_saving:
+                    region = (int(x0), int(y0), int(x1), int(y1))
+        t = time.time()
+        rgb, render_info = S.render_beauty(sc, W, H, plan["samples"], vars(cfg), region, tmp)
+        timings["beauty_s"] = time.time() - t
+        render_info.update(view_transform=sc.view_settings.view_transform, engine="CYCLES",
+                           adaptive_threshold=cfg.adaptive_threshold, max_bounces=cfg.max_bounces,
+                           mask_pass="Object Index, 1 spp, filter_width 0.01, no denoising")
+        result.update(rgb=rgb, render=render_info)
+        return result
+    finally:
+        timings["attempt_s"] = time.time() - t_start
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_outputs(out_root, plan: dict, res: dict, attempts: list, cfg) -> None:
+    from pycocotools import mask as mask_utils
+
+    from flip.prompt import Prompt
+    from objascale.io import Layout, atomic_write_bytes, atomic_write_json, encode_image
+
+    lay = Layout(out_root)
+    i = plan["index"]
+    W, H = plan["width"], plan["height"]
+    t = time.time()
+    ext = "jpg" if W * H > cfg.jpeg_above_pixels else "png"
+    atomic_write_bytes(lay.image_path(i, ext), encode_image(res["rgb"], ext, cfg.jpeg_quality))
+    mask = res["mask"]
+    atomic_write_bytes(lay.mask_path(i), encode_image((mask * 255).astype(np.uint8), "png"))
+    prompt = Prompt.from_mask(mask)
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    box = prompt.box_xyxy
+    res["timings"]["write_s"] = time.time() - t
+    obj = plan["object"]
+    record = {
+        "index": i, "status": "done", "file_name": f"images/{i:06d}.{ext}", "mask_file": f"masks/{i:06d}.png",
+        "width": W, "height": H, "seed": plan["seed"], "attempt": plan["attempt"], "attempts": attempts,
+        "render_seed": plan["render_seed"], "split": cfg.split,
+        "object_id": obj["id"], "object_source": obj["source"], "object_name": obj["name"],
+        "category": plan["category"], "supercategory": obj.get("supercategory", ""),
+        "object_license": obj["license"], "object_attribution": obj["attribution"], "object_path": obj["path"],
+        "hdri": plan["hdri"], "hdri_rotation_deg": plan["hdri_rotation_deg"], "hdri_strength": plan["hdri_strength"],
+        "area_ratio_planned": plan["area_ratio_planned"], "area_px_planned": plan["area_px_planned"],
+        "area_px": res["area_px"], "area_ratio": res["area_px"] / float(W * H),
+        "bbox_xyxy": box.tolist(), "bbox_xywh": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+        "rho": prompt.rho.tolist(), "rle": rle,
+        "camera": dict(plan["camera"], distance=res["distance"], shift=res["shift"], offset_px=res["offset_px"],
+                       location=res["camera_location"], rotation_euler=res["camera_rotation_euler"]),
+        "pose": plan["pose"], "probes": res["probes"],
+        "distractors": [{"object_id": dp["object"]["id"], "license": dp["object"]["license"],
+                         "attribution": dp["object"]["attribution"], "index": k + 2} for k, dp in enumerate(plan["distractors"])],
+        "render": dict(res["render"], device=res["device"]), "timings": res["timings"], "warnings": res["warnings"],
+    }
+    atomic_write_json(lay.record_path(i), record)
+
+
+def write_skip(out_root, index: int, attempts: list, reason: str) -> None:
+    from objascale.io import Layout, atomic_write_json
+
+    atomic_write_json(Layout(out_root).skip_path(index), {"index": index, "status": "skipped", "reason": reason, "attempts": attempts})
+
+
+def run_item(out_root, item: dict, cfg, sweethome3d_cache) -> None:
+    from .scene import AssetError
+
+    i = item["index"]
+    attempts: list[dict] = []
+    say("START", i)
+    for plan in item["plans"]:
+        t = time.time()
+        try:
+            res = render_attempt(plan, cfg, sweethome3d_cache)
+        except AssetError as e:
+            attempts.append({"attempt": plan["attempt"], "object_id": plan["object"]["id"], "reason": str(e), "seconds": time.time() - t})
+            print(f"objascale: image {i} attempt {plan['attempt']}: {e}", flush=True)
+            continue
+        if res["reject"]:
+            attempts.append({"attempt": plan["attempt"], "object_id": plan["object"]["id"], "reason": res["reject"], "seconds": time.time() - t})
+            print(f"objascale: image {i} attempt {plan['attempt']}: {res['reject']}", flush=True)
+            continue
+        attempts.append({"attempt": plan["attempt"], "object_id": plan["object"]["id"], "reason": "ok", "seconds": time.time() - t})
+        write_outputs(out_root, plan, res, attempts, cfg)
+        say("DONE", i)
+        return
+    reason = f"no acceptable render in {len(attempts)} attempts; last: {attempts[-1]['reason'] if attempts else 'none'}"
+    write_skip(out_root, i, attempts, reason)
+    say("SKIP", i, reason)
+
+
+def main(argv: list[str]) -> int:
+    from objascale.config import Config
+
+    with open(argv[0]) as f:
+        job = json.load(f)
+    cfg = Config(**job["config"])
+    for item in job["items"]:
+        try:
+            run_item(job["out"], item, cfg, job.get("sweethome3d_cache"))
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                say("FATAL", f"cannot write image {item['index']} to {job['out']}: {e.strerror} ({e.filename or ''})")
+                return 3
+            say("SKIP", item["index"], f"I/O error: {e}")
+            write_skip(job["out"], item["index"], [], f"I/O error: {e}")
+        except Exception as e:  # a bug or a Blender failure on one image must not lose the chunk
+            tb = traceback.format_exc(limit=3).replace("\n", " | ")
+            reason = f"{type(e).__name__}: {e} [{tb[-400:]}]"
+            try:
+                write_skip(job["out"], item["index"], [], reason)
+            except OSError:
+                pass
+            say("SKIP", item["index"], reason)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,135 @@
+"""`python -m objascale`: render an ObjaScale dataset (resumable; rerun the same command to continue)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from .config import PRESETS, Config, ConfigError, build_config, load_toml
+
+HELP = {
+    "dataset_name": "dataset name (HDF5 file is {dataset_name}-{split}-v1.hdf5)",
+    "num_images": "number of images (overrides the preset)",
+    "seed": "run seed; image i uses Generator(SeedSequence([seed, i, attempt]))",
+    "split": "object split to render from: train or eval (disjoint object ids by hash)",
+    "eval_fraction": "fraction of object ids in the eval split",
+    "object_source": "sweethome3d (built-in, offline), local (--object-dir) or objaverse (local cache)",
+    "object_dir": "local source: folder of GLB/GLTF/OBJ/FBX/PLY/STL; category = first subfolder",
+    "object_manifest": "local source: CSV/JSON manifest with path, category, license, attribution",
+    "objaverse_dir": "objaverse source: cache folder (default ~/.objaverse/hf-objaverse-v1)",
+    "sweethome3d_dir": "Sweet Home 3D cache (default ~/.cache/objascale/sweethome3d; installed there if missing)",
+    "num_categories": "render the N largest categories of the split (0 = all)",
+    "categories": "explicit category names (override --num-categories)",
+    "images_per_category": "if > 0 and --num-images not given: num_images = num_categories x this",
+    "distractors": "extra objects per image for occlusion/clutter; the target mask is its visible part",
+    "max_occlusion": "with distractors: largest accepted fraction of the target hidden",
+    "hdri_dirs": "extra folders of .exr/.hdr environments",
+    "no_builtin_hdris": "do not use the 8 CC0 Poly Haven HDRIs shipped in the bpy wheel",
+    "hdri_strength_min": "HDRI strength, log-uniform lower bound",
+    "hdri_strength_max": "HDRI strength, log-uniform upper bound",
+    "min_side": "long image side, log-uniform lower bound (px)",
+    "max_side": "long image side, log-uniform upper bound (px)",
+    "aspect_min": "short/long side ratio drawn uniformly in [aspect_min, 1]",
+    "portrait_prob": "probability of a portrait image",
+    "area_ratio_min": "mask area / image area, log-uniform lower bound",
+    "area_ratio_max": "mask area / image area, log-uniform upper bound",
+    "min_pixels": "floor on planned mask pixels per image",
+    "area_tolerance": "accepted relative deviation of measured vs planned mask area",
+    "max_attempts": "re-draws per image (own derived seeds) before it is skipped",
+    "max_outside": "fraction of the object's box allowed outside the frame",
+    "focal_min_mm": "focal length lower bound (36 mm sensor)",
+    "focal_max_mm": "focal length upper bound",
+    "elevation_min_deg": "camera elevation lower bound",
+    "elevation_max_deg": "camera elevation upper bound",
+    "tilt_max_deg": "random object tilt about x and y, +- this",
+    "device": "auto (GPU when Cycles finds one), cpu or gpu",
+    "samples_min": "Cycles samples for the smallest objects",
+    "samples_max": "Cycles samples for the largest objects",
+    "adaptive_threshold": "Cycles adaptive sampling noise threshold",
+    "denoiser": "auto/oidn (OpenImageDenoise) or none",
+    "max_bounces": "Cycles max light bounces",
+    "threads": "Cycles threads per worker (0 = all cores)",
+    "region_render": "full quality only around small objects, low-sample full frame elsewhere",
+    "region_min_saving": "use region rendering when frame area / region area >= this",
+    "background_samples": "samples of the full frame in region rendering",
+    "jpeg_above_pixels": "write JPEG instead of PNG above this many pixels",
+    "jpeg_quality": "JPEG quality",
+    "probe_side": "long side of the low-resolution probe renders that measure projected area",
+    "workers": "parallel Blender worker processes",
+    "chunk_size": "images per fresh Blender process",
+    "timeout_s": "per-image timeout (s); a timed-out image is skipped with the reason",
+    "executor": "local or slurm (submitit job array, shards merged at the end)",
+    "shard": "k/n: render only images with index % n == k",
+    "slurm_shards": "number of Slurm array tasks",
+    "slurm_partition": "Slurm partition",
+    "slurm_time_min": "Slurm time limit per task (min)",
+    "slurm_cpus": "CPUs per Slurm task",
+    "retry_skipped": "re-render images previously skipped",
+    "write_hdf5": "also write the FLIP HDF5 export",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m objascale", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="mini", help="base settings: mini (minutes) or paper (10,200 images)")
+    p.add_argument("--config", help="TOML file with any of the keys below (top level or an [objascale] table)")
+    p.add_argument("--out", required=True, help="dataset folder (created; rerun with the same settings to resume)")
+    p.add_argument("--merge-only", action="store_true", help="only rebuild manifest, annotations.json and HDF5 from what is rendered")
+    p.add_argument("--status", action="store_true", help="print done/skipped/pending counts and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    defaults = Config()
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        kw = dict(dest=f.name, default=None, help=(HELP.get(f.name, f.name) + f" (default {default!r})").replace("%", "%%"))
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif isinstance(default, list):
+            p.add_argument(flag, nargs="*", **kw)
+        else:
+            p.add_argument(flag, type=type(default), **kw)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="objascale: %(message)s")
+    from .runner import FatalRunError, merge, prepare, render, run_slurm
+
+    out = Path(args.out)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+    try:
+        cfg = build_config(args.preset, load_toml(args.config) if args.config else None, overrides)
+        if args.status:
+            from .export import write_manifest
+
+            print(write_manifest(out, cfg.num_images)["counts"])
+            return 0
+        catalog, _ = prepare(cfg, out, cli={"argv": sys.argv[1:] if argv is None else argv, "preset": args.preset,
+                                             "config_file": args.config})
+    except ConfigError as e:
+        print(f"objascale: configuration error: {e}", file=sys.stderr)
+        return 2
+    print(f"objascale: {cfg.num_images} images, split {cfg.split}, {len(catalog.categories)} categories, "
+          f"{len(catalog.hdris)} HDRIs, seed {cfg.seed} -> {out}")
+    try:
+        if not args.merge_only:
+            if cfg.executor == "slurm":
+                run_slurm(cfg, out)
+            else:
+                stats = render(cfg, out, catalog)
+                if stats["todo"]:
+                    print(f"objascale: rendered {stats['rendered']}, skipped {stats['skipped']} in {stats['seconds']:.0f} s "
+                          f"({3600 * stats['rendered'] / max(stats['seconds'], 1e-9):.0f} images/hour)")
+        summary = merge(cfg, out, catalog.categories)
+    except FatalRunError as e:
+        print(f"objascale: stopped: {e}. Finished images are kept; rerun the same command to continue.", file=sys.stderr)
+        return 3
+    except OSError as e:
+        print(f"objascale: stopped: cannot write outputs in {out}: {e}. Rerun to continue.", file=sys.stderr)
+        return 3
+    print(f"objascale: {summary['manifest_counts']}; annotations.json" + (f", {Path(summary['hdf5']).name}" if summary["hdf5"] else ""))
+    return 0

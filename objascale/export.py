@@ -1,0 +1,150 @@
+"""Dataset outputs built from the per-image records: manifest, COCO annotations.json, FLIP HDF5 (spec §10)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .io import Layout, atomic_write_json
+
+
+def load_records(root: str | Path, num_images: int) -> tuple[list[dict], dict[int, dict]]:
+    """Done records (sorted by index) and skip records, for indices [0, num_images)."""
+    lay = Layout(root)
+    done, skipped = [], {}
+    for i in range(num_images):
+        st = lay.status(i)
+        if st == "done":
+            try:
+                done.append(json.loads(lay.record_path(i).read_text()))
+            except (OSError, ValueError) as e:  # a damaged record: treat the image as pending
+                print(f"objascale: record {lay.record_path(i)} unreadable ({e}); image {i} counts as pending")
+        elif st == "skipped":
+            try:
+                skipped[i] = json.loads(lay.skip_path(i).read_text())
+            except (OSError, ValueError):
+                skipped[i] = {"reason": "skip record unreadable"}
+    return done, skipped
+
+
+def write_manifest(root: str | Path, num_images: int) -> dict:
+    done, skipped = load_records(root, num_images)
+    done_ids = {r["index"] for r in done}
+    items = {}
+    for i in range(num_images):
+        if i in done_ids:
+            items[str(i)] = {"status": "done"}
+        elif i in skipped:
+            items[str(i)] = {"status": "skipped", "reason": skipped[i].get("reason", "")}
+        else:
+            items[str(i)] = {"status": "pending"}
+    counts = {k: sum(1 for v in items.values() if v["status"] == k) for k in ("done", "skipped", "pending")}
+    manifest = {"num_images": num_images, "counts": counts, "items": items,
+                "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_json(Path(root) / "manifest.json", manifest)
+    return manifest
+
+
+def build_coco(root: str | Path, num_images: int, categories: list[str], info: dict) -> dict:
+    done, _ = load_records(root, num_images)
+    cat_ids = {c: k + 1 for k, c in enumerate(categories)}
+    for r in done:  # categories of records made under another category list still get an id
+        cat_ids.setdefault(r["category"], len(cat_ids) + 1)
+    supercats = {r["category"]: r.get("supercategory", "") for r in done}
+    licences = sorted({r["object_license"] for r in done})
+    lic_ids = {name: k + 1 for k, name in enumerate(licences)}
+    coco = {
+        "info": dict(info, date_created=datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        "licenses": [{"id": lic_ids[n], "name": n, "url": ""} for n in licences],
+        "categories": [{"id": k, "name": c, "supercategory": supercats.get(c, "")} for c, k in cat_ids.items()],
+        "images": [],
+        "annotations": [],
+    }
+    for r in done:
+        iid = r["index"] + 1
+        coco["images"].append({
+            "id": iid, "file_name": r["file_name"], "width": r["width"], "height": r["height"],
+            "license": lic_ids[r["object_license"]], "mask_file": r["mask_file"],
+            "objascale": {k: r[k] for k in ("index", "seed", "attempt", "split", "object_id", "object_source", "object_license",
+                                            "object_attribution", "hdri", "area_ratio", "area_ratio_planned")},
+        })
+        coco["annotations"].append({
+            "id": iid, "image_id": iid, "category_id": cat_ids[r["category"]], "iscrowd": 0,
+            "segmentation": r["rle"], "area": r["area_px"], "bbox": r["bbox_xywh"], "bbox_xyxy": r["bbox_xyxy"],
+            "rho": r["rho"], "area_ratio": r["area_ratio"],
+        })
+    atomic_write_json(Path(root) / "annotations.json", coco)
+    with (Path(root) / ".metadata.jsonl.tmp").open("w") as f:
+        for r in done:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+    os.replace(Path(root) / ".metadata.jsonl.tmp", Path(root) / "metadata.jsonl")
+    return coco
+
+
+def _jpeg_bytes(path: Path, quality: int = 95) -> bytes:
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        return path.read_bytes()
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with Image.open(path) as im:
+        im.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def write_hdf5(root: str | Path, num_images: int, dataset_name: str, split: str, version: int = 1) -> Path:
+    """FLIP HDF5 layout (spec §10): JPEG images, PNG masks, rho positions, boxes, index tables."""
+    import h5py
+
+    root = Path(root)
+    done, _ = load_records(root, num_images)
+    coco = json.loads((root / "annotations.json").read_text()) if (root / "annotations.json").is_file() else {"licenses": []}
+    lic_ids = {lic["name"]: lic["id"] for lic in coco.get("licenses", [])}
+    out = root / f"{dataset_name}-{split}-v{version}.hdf5"
+    n = len(done)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=root)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            vbytes = h5py.vlen_dtype(np.dtype("uint8"))
+            vstr = h5py.string_dtype("utf-8")
+            imgs = f.create_dataset("rgb_images", (n,), dtype=vbytes)
+            masks = f.create_dataset("instance_masks", (n,), dtype=vbytes)
+            positions = np.zeros((n, 5), np.float32)
+            boxes = np.zeros((n, 4), np.float32)
+            for k, r in enumerate(done):
+                imgs[k] = np.frombuffer(_jpeg_bytes(root / r["file_name"]), np.uint8)
+                masks[k] = np.frombuffer((root / r["mask_file"]).read_bytes(), np.uint8)
+                positions[k] = r["rho"]
+                x0, y0, x1, y1 = r["bbox_xyxy"]
+                boxes[k] = [x0, y0, x1 - 1, y1 - 1]  # inclusive pixel indices of the extreme mask pixels
+            gz = dict(compression="gzip", compression_opts=5)
+            f.create_dataset("positions", data=positions, **gz)
+            f.create_dataset("instance_mask_bboxes", data=boxes, **gz)
+            f.create_dataset("instance_masks_images", data=np.arange(n, dtype=np.int64)[:, None], **gz)
+            f.create_dataset("image_instance_indices", data=np.stack([np.arange(n), np.ones(n)], 1).astype(np.int64), **gz)
+            f.create_dataset("sequence_indices", data=np.stack([np.arange(n), np.ones(n)], 1).astype(np.int64), **gz)
+            f.create_dataset("coco_image_ids", data=np.array([r["index"] + 1 for r in done], np.int64))
+            f.create_dataset("license_ids", data=np.array([lic_ids.get(r["object_license"], 0) for r in done], np.uint8))
+            for name, values in (("file_names", [r["file_name"] for r in done]), ("flickr_urls", [""] * n),
+                                 ("coco_urls", [""] * n), ("transform_notes", ["objascale render"] * n)):
+                f.create_dataset(name, data=np.array(values, dtype=object), dtype=vstr)
+            meta = f.create_group("metadata")
+            meta.attrs["dataset_name"] = dataset_name
+            meta.attrs["type"] = split
+            meta.attrs["coco_licenses"] = json.dumps(coco.get("licenses", []))
+            meta.attrs["bbox_convention"] = "instance_mask_bboxes: [x_min, y_min, x_max, y_max], inclusive pixel indices"
+            meta.attrs["generator"] = "objascale"
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return out

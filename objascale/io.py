@@ -1,0 +1,84 @@
+"""Atomic file writes and the dataset folder layout (shared by the runner and the Blender workers)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default).encode("utf-8"))
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def encode_image(rgb: np.ndarray, fmt: str, quality: int = 95) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    im = Image.fromarray(np.ascontiguousarray(rgb))
+    if fmt == "jpg":
+        im.save(buf, format="JPEG", quality=quality, subsampling=0)
+    else:
+        im.save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+class Layout:
+    """images/{i:06d}.png|jpg, masks/{i:06d}.png, records/{i:06d}.json (done) or {i:06d}.skip.json (skipped)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.images = self.root / "images"
+        self.masks = self.root / "masks"
+        self.records = self.root / "records"
+        self.logs = self.root / "logs"
+
+    def image_path(self, i: int, ext: str) -> Path:
+        return self.images / f"{i:06d}.{ext}"
+
+    def mask_path(self, i: int) -> Path:
+        return self.masks / f"{i:06d}.png"
+
+    def record_path(self, i: int) -> Path:
+        return self.records / f"{i:06d}.json"
+
+    def skip_path(self, i: int) -> Path:
+        return self.records / f"{i:06d}.skip.json"
+
+    def status(self, i: int) -> str:
+        if self.record_path(i).is_file():
+            return "done"
+        if self.skip_path(i).is_file():
+            return "skipped"
+        return "pending"
