@@ -116,8 +116,8 @@ def iou_table(df, name: str, caption: str, subset=None) -> Table:
     rows = []
     for m, w in pairs:
         mdf = df[(df["model"] == m) & (df["weights_id"] == w)]
-        ok = mdf[mdf["status"] == "ok"]
         params = mdf["num_parameters"].dropna()
+        ok = sub[(sub["model"] == m) & (sub["weights_id"] == w) & (sub["status"] == "ok")]  # times of this table's objects
         row = [model_label(m, w, pairs), fmt_params(params.iloc[0] if len(params) else None),
                fmt_ms(float(np.nanmean(ok["time_object"])) if len(ok) and ok["time_object"].notna().any() else float("nan")),
                fmt_ms(float(np.nanmean(ok["time_amortised"])) if len(ok) and ok["time_amortised"].notna().any() else float("nan"))]
