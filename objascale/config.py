@@ -71,7 +71,7 @@ class Config:
     threads: int = 0  # Cycles threads per worker (0 = Blender's choice)
     region_render: bool = True  # small objects: full quality only on their screen region (see blender/render.py)
     region_min_saving: float = 4.0  # use the region render when frame area / region area exceeds this
-    background_samples: int = 4  # samples of the full frame when region rendering
+    background_samples: int = 8  # samples of the full frame when region rendering
     jpeg_above_pixels: int = 4_000_000  # images with more pixels are written as JPEG
     jpeg_quality: int = 95
     probe_side: int = 160  # low-resolution index renders that measure the projected area
