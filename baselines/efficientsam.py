@@ -60,7 +60,8 @@ def build_efficientsam_module(name: str, weights=None, device: str = "cpu"):
             raise WeightsError(f"{name}: cannot load TorchScript export {path} ({type(e).__name__}: {e}); "
                                f"official export: {TORCHSCRIPT_URLS[name]}") from e
         # the export's parameters must have this variant's architecture too
-        expected = {k: v for k, v in model.state_dict().items()}
+        expected = dict(model.named_parameters())
+        expected.update(dict(model.named_buffers()))  # TorchScript also lists non-persistent buffers
         got = dict(scripted.named_parameters())
         got.update(dict(scripted.named_buffers()))
         check_state_dict(name, expected, got, f"TorchScript export {path}")
