@@ -235,8 +235,9 @@ static int grid_overlaps(fv_grid *g, double x0, double y0, double x1, double y1,
                 if (g->stamp[j] == q) continue;
                 g->stamp[j] = q;
                 const double *b = g->box + 4 * j;
-                double ix = fmin(x1, b[2]) - fmax(x0, b[0]);
-                double iy = fmin(y1, b[3]) - fmax(y0, b[1]);
+                /* plain comparisons: inputs are finite, and fmin/fmax are library calls without -ffast-math */
+                double ix = (x1 < b[2] ? x1 : b[2]) - (x0 > b[0] ? x0 : b[0]);
+                double iy = (y1 < b[3] ? y1 : b[3]) - (y0 > b[1] ? y0 : b[1]);
                 if (ix > FV_EPS_OVERLAP && iy > FV_EPS_OVERLAP) {
                     sum += ix * iy;
                     if (sum > thr) return 1;
