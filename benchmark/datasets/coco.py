@@ -139,7 +139,7 @@ class ObjaScaleDataset(CocoDataset):
     """An ObjaScale folder: COCO annotations.json + images/ (+ masks/), plus the generator's metadata file."""
 
     kind = "objascale"
-    METADATA_FILES = ("metadata.json", "dataset.json", "info.json")
+    METADATA_FILES = ("metadata.json", "config.json", "dataset.json", "info.json")  # config.json: the generator's settings
 
     def __init__(self, root, name: str | None = None):
         root = Path(root)
@@ -158,5 +158,8 @@ class ObjaScaleDataset(CocoDataset):
         d = super().describe()
         d["root"] = str(self.root)
         # a few scalar fields only: the report embeds this
-        d["metadata"] = {k: v for k, v in self.metadata.items() if isinstance(v, (str, int, float, bool))} if isinstance(self.metadata, dict) else {}
+        md = self.metadata if isinstance(self.metadata, dict) else {}
+        flat = dict(md.get("config", {})) if isinstance(md.get("config"), dict) else {}
+        flat.update(md)
+        d["metadata"] = {k: v for k, v in flat.items() if isinstance(v, (str, int, float, bool))}
         return d
