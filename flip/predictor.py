@@ -68,7 +68,7 @@ class FlipPredictor:
     def __init__(self, model, mode: str = "5sigma", num_tokens: int = 512, tau: float = 2.67, coverage: float = 1.44,
                  seed: int = 0, convention: str | None = None, device=None, uncertainty: float = 0.01,
                  num_mask_tokens: int = 2048, scale: float = 3.0, sampler_backend: str = "c",
-                 query_chunk: int = 65536, attention: str = "auto", threads: int | None = None):
+                 query_chunk: int = 4096, attention: str = "auto", threads: int | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
         convention = convention or getattr(model, "gaussian_convention", PER_AXIS)

@@ -87,7 +87,7 @@ class PixelDecoder(nn.Module):
         k, v = self.attention.keys_values(x, key_pos, value_pos)
         return KVCache(k, v, np.asarray(seqlens, dtype=np.int64), positions)
 
-    def query(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 65536) -> torch.Tensor:
+    def query(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 4096) -> torch.Tensor:
         """Logits (Σq,) for query coordinates (Σq, 2) in model units, q_lens[b] of them for object b."""
         q_lens = np.asarray(q_lens, dtype=np.int64).reshape(-1)
         if len(q_lens) != cache.num_objects:

@@ -46,7 +46,7 @@ class FLIP(nn.Module):
                 x = layer(x, lens, None, mode)
         return self.mask_extractor.prepare_kv(x, pos[-2], pos[-1], seqlens, batch.positions)
 
-    def decode(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 65536) -> torch.Tensor:
+    def decode(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 4096) -> torch.Tensor:
         return self.mask_extractor.query(cache, coords, q_lens, mode, chunk)
 
     def forward(self, batch: TokenBatch, coords: torch.Tensor, q_lens=None, mode: str = "auto") -> torch.Tensor:
