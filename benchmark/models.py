@@ -101,8 +101,20 @@ def available() -> list[str]:
     return names
 
 
+HIERARCHICAL_SUFFIX = "-h"  # flip-tiny-h = FLIP-Tiny with hierarchical refinement (the paper's FLIPh rows)
+
+
+def record_name(name: str, mode: str = "5sigma") -> str:
+    """The model name records carry: hierarchical FLIP runs are told apart from 5σ ones by the '-h' suffix."""
+    if name.startswith("flip-") and mode == "hierarchical" and not name.endswith(HIERARCHICAL_SUFFIX):
+        return name + HIERARCHICAL_SUFFIX
+    return name
+
+
 def create(name: str, weights=None, mode: str = "5sigma", device=None, seed: int = 0):
     """Build a Segmenter by registry name. Raises ModelError with the cause (unknown name, missing weights...)."""
+    if name.startswith("flip-") and name.endswith(HIERARCHICAL_SUFFIX):
+        name, mode = name[: -len(HIERARCHICAL_SUFFIX)], "hierarchical"
     if name in _LOCAL:
         model = _LOCAL[name](weights=weights)
     elif name.startswith("flip-"):

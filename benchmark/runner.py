@@ -125,11 +125,19 @@ class Runner:
         if len(set(names)) != len(names):
             raise ConfigError(f"two datasets share a name {names}; name them with NAME=PATH")
         self.models = []
+        self.labels: dict[int, str] = {}  # the name records carry: the registry name given, "-h" for hierarchical FLIP
         for name in cfg.models:
             try:
-                self.models.append(model_registry.create(name, weights=cfg.weights, mode=cfg.mode, device=cfg.device, seed=cfg.seed))
+                m = model_registry.create(name, weights=cfg.weights, mode=cfg.mode, device=cfg.device, seed=cfg.seed)
             except model_registry.ModelError as e:
                 raise ConfigError(str(e)) from None
+            self.models.append(m)
+            self.labels[id(m)] = model_registry.record_name(name, cfg.mode)
+        if len(set(self.labels.values())) != len(self.labels):
+            raise ConfigError(f"a model is listed twice: {cfg.models}")
+
+    def label(self, model) -> str:
+        return self.labels.get(id(model), model.name)
 
     # ------------------------------------------------------------------ plan
     def plan(self):
@@ -139,7 +147,7 @@ class Runner:
         for model in self.models:
             for ds in self.datasets:
                 for entry, objs in select(ds, sel):
-                    todo = [o for o in objs if (model.name, str(model.weights_id), ds.name, entry.image_id, o.object_id) not in done]
+                    todo = [o for o in objs if (self.label(model), str(model.weights_id), ds.name, entry.image_id, o.object_id) not in done]
                     self.counters.already_done += len(objs) - len(todo)
                     if todo:
                         work.append((model, ds, entry, todo))
@@ -156,8 +164,8 @@ class Runner:
             "settings": cfg,
             "torch_threads": threads,
             "machine": machine_info(),
-            "models": {m.name: {"weights_id": str(m.weights_id), "num_parameters": int(m.num_parameters),
-                                "mode": self.cfg.mode if m.name.startswith("flip-") else None} for m in self.models},
+            "models": {self.label(m): {"registry_name": m.name, "weights_id": str(m.weights_id), "num_parameters": int(m.num_parameters),
+                                       "mode": getattr(getattr(m, "predictor", None), "mode", None)} for m in self.models},
             "datasets": [d.describe() for d in self.datasets],
             "invocations": prev.get("invocations", 0) + 1,
         }
@@ -175,9 +183,9 @@ class Runner:
             return
         seen = set()
         for model, ds, entry, todo in work:
-            if model.name in seen:
+            if self.label(model) in seen:
                 continue
-            seen.add(model.name)
+            seen.add(self.label(model))
             try:
                 image = ds.load_image(entry)
                 masks = ds.load_masks(entry, [o.object_id for o in todo[:4]])
@@ -188,7 +196,7 @@ class Runner:
                     model.set_image(image)
                     model.predict(prompts[:1])
             except Exception as e:  # warm-up problems show up again, per object, in the real run
-                log.warning("warm-up of %s on image %s failed: %s", model.name, entry.image_id, e)
+                log.warning("warm-up of %s on image %s failed: %s", self.label(model), entry.image_id, e)
 
     def run(self) -> Counters:
         threads = set_threads(self.cfg.threads)
@@ -206,7 +214,7 @@ class Runner:
                 for row in self.run_image(model, ds, entry, todo):
                     writer.add(row)
                 bar.update(len(todo))
-                bar.set_postfix(failed=self.counters.failed, model=model.name, refresh=False)
+                bar.set_postfix(failed=self.counters.failed, model=self.label(model), refresh=False)
         bar.close()
         summary = asdict(self.counters)
         summary["shard"] = f"{k}/{n}"
@@ -214,12 +222,12 @@ class Runner:
         return self.counters
 
     def _base(self, model, ds, entry, object_id, **kw) -> dict:
-        return make_row(model=model.name, weights_id=str(model.weights_id), num_parameters=int(model.num_parameters),
+        return make_row(model=self.label(model), weights_id=str(model.weights_id), num_parameters=int(model.num_parameters),
                         dataset=ds.name, image_id=entry.image_id, object_id=object_id,
                         shard=f"{self.cfg.shard[0]}/{self.cfg.shard[1]}", **kw)
 
     def _failed(self, model, ds, entry, object_id, reason: str, **kw) -> dict:
-        self.counters.fail(f"{model.name} {ds.name} image {entry.image_id} object {object_id}: {reason}")
+        self.counters.fail(f"{self.label(model)} {ds.name} image {entry.image_id} object {object_id}: {reason}")
         return self._base(model, ds, entry, object_id, status=STATUS_FAILED, reason=reason, **kw)
 
     def run_image(self, model, ds, entry, todo) -> list[dict]:

@@ -91,7 +91,10 @@ class CocoDataset(Dataset):
 
     def image_path(self, img: dict) -> Path:
         fname = img.get("file_name") or os.path.basename(img.get("coco_url", "")) or f"{img['id']}.jpg"
-        return self.image_root / fname
+        path = self.image_root / fname
+        if not path.exists() and (self.annotation_file.parent / fname).exists():  # file names relative to the json
+            return self.annotation_file.parent / fname
+        return path
 
     def load_image(self, entry: ImageEntry) -> np.ndarray:
         img = self.coco.imgs[entry.key]
