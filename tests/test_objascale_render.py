@@ -118,12 +118,18 @@ def test_bad_assets_skipped(tmp_path, objects_dir):
     out = tmp_path / "bad"
     # category 'broken' has only an unparsable OBJ: that image is skipped with reasons, the other renders
     assert run(out, objects_dir, "--num-images", "2", "--categories", "broken", "cube", "--hdri-dirs", str(hd),
-               "--max-attempts", "2", "--area-ratio-min", "0.01") == 0
+               "--max-attempts", "2", "--area-ratio-min", "0.01", "--distractors", "1") == 0
     man = json.loads((out / "manifest.json").read_text())
     assert man["items"]["0"]["status"] == "skipped" and man["items"]["1"]["status"] == "done"
     skip = json.loads((out / "records" / "000000.skip.json").read_text())
     assert len(skip["attempts"]) == 2 and all("broken" in a["object_id"] for a in skip["attempts"])
     assert all("geometry" in a["reason"] or "import failed" in a["reason"] for a in skip["attempts"])
+    done = json.loads((out / "records" / "000001.json").read_text())
+    # one distractor was planned; a broken one is logged as a warning, a good one occludes at most max_occlusion
+    assert len(done["distractors"]) == 1
+    assert done["area_px"] >= 0.5 * done["area_px_planned"] / 1.3 - 2 * done["area_px_planned"] ** 0.5 - 2
+    if "broken" in done["distractors"][0]["object_id"]:
+        assert any("distractor 0 skipped" in w for w in done["warnings"])
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["hdris_skipped"] and "unreadable.exr" in cfg["hdris_skipped"][0][0]
     assert all("unreadable" not in h["path"] for h in cfg["hdris"])
