@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-latest", dest="latest", action="store_false", default=None, help="do not point results/latest at this run")
     a("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
     a("--flush-every", type=int, help="rows per records part file (default 200)")
-    a("--executor", choices=["local", "slurm"], help="local (default) or slurm via submitit, one job per shard")
+    a("--executor", choices=["local", "slurm", "submitit-local"],
+      help="local (default); slurm: one submitit job per shard; submitit-local: the same jobs as local processes (to test a setup)")
     a("--shards", type=int, help="with --executor slurm: number of jobs (default 1)")
     a("--slurm-partition", help="Slurm partition")
     a("--slurm-timeout-min", type=int, help="Slurm time limit per job in minutes (default 240)")
@@ -136,6 +137,7 @@ def _run_shard(cfg: RunConfig) -> dict:
 
 
 def run_slurm(opts: dict, config_file) -> None:
+    """Submit one job per shard (submitit), wait for all, then the caller merges and reports."""
     import submitit
 
     n = int(opts["shards"])
@@ -144,8 +146,11 @@ def run_slurm(opts: dict, config_file) -> None:
         c.progress = False
     Runner(cfgs[0])  # configuration errors before anything is submitted
     folder = Path(cfgs[0].run_dir) / "slurm"
-    ex = submitit.AutoExecutor(folder=str(folder))
-    params = dict(timeout_min=int(opts["slurm_timeout_min"]), cpus_per_task=int(opts["slurm_cpus"]), name="flip-bench")
+    cluster = "local" if opts["executor"] == "submitit-local" else "slurm"
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    params = dict(timeout_min=int(opts["slurm_timeout_min"]), name="flip-bench")
+    if cluster == "slurm":
+        params["cpus_per_task"] = int(opts["slurm_cpus"])
     if opts["slurm_partition"]:
         params["slurm_partition"] = opts["slurm_partition"]
     if int(opts["slurm_gpus"]):
@@ -163,7 +168,7 @@ def main(argv=None) -> int:
     logging.getLogger("benchmark").setLevel(logging.INFO if args.verbose else logging.ERROR)
     try:
         opts = resolve(args)
-        if opts["executor"] == "slurm":
+        if opts["executor"] in ("slurm", "submitit-local"):
             run_slurm(opts, args.config)
             counters = None
         else:
@@ -178,7 +183,7 @@ def main(argv=None) -> int:
               f"skipped, {counters.area_filtered} filtered by area, {counters.already_done} already done")
         for r in counters.failures[:5]:
             print(f"  failed: {r}")
-    if opts["report"] and (opts["shard"][1] == 1 or opts["executor"] == "slurm"):
+    if opts["report"] and (opts["shard"][1] == 1 or opts["executor"] != "local"):
         from .report import make_report
 
         out = make_report(run_dir, merge=True, latest=opts["latest"])

@@ -128,3 +128,18 @@ def test_selection_limit_is_seeded_and_shards_partition(tmp_path):
     assert set().union(*shards) == a and sum(map(len, shards)) == 10
     small = pick(max_area_ratio=0.01)
     assert small < pick()
+
+
+def test_lvis_style_file_without_file_names_or_crowd_flags(tmp_path):
+    """LVIS: images carry coco_url only (images live under train2017/ or val2017/), annotations have no iscrowd."""
+    (tmp_path / "coco" / "val2017").mkdir(parents=True)
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "coco" / "val2017" / "000000000042.jpg")
+    data = {"images": [{"id": 42, "width": 12, "height": 10, "coco_url": "http://images.cocodataset.org/val2017/000000000042.jpg"}],
+            "annotations": [{"id": 1, "image_id": 42, "category_id": 3, "area": 12.0, "segmentation": [[1, 1, 5, 1, 5, 4, 1, 4]]}],
+            "categories": [{"id": 3, "name": "x"}]}
+    (tmp_path / "lvis_v1_val.json").write_text(json.dumps(data))
+    ds = open_dataset(f"lvis={tmp_path / 'lvis_v1_val.json'}::{tmp_path / 'coco'}")
+    assert ds.name == "lvis"
+    (e,) = ds.index()
+    assert ds.load_image(e).shape == (10, 12, 3)
+    assert ds.load_masks(e, ["1"])["1"].sum() > 0

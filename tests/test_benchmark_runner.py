@@ -193,3 +193,16 @@ def test_cli_config_file_and_area_filter(tmp_path, fakes):
     df = read_frame(tmp_path / "r" / "x")
     assert len(df) and (df.area_ratio <= 0.05).all() and set(df.model) == {"fake-good", "noop"}
     assert (tmp_path / "r" / "x" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_submitit_shards_then_merge_and_report(tmp_path):
+    """The --executor path (submitit, here its local processes instead of Slurm): n shard jobs, one merged run."""
+    data = make_coco_dataset(tmp_path / "ds", n_images=4, objects_per_image=2)
+    rc = cli_main(["--model", "oracle-box", "--data", str(data), "--results", str(tmp_path / "r"), "--run", "s",
+                   "--executor", "submitit-local", "--shards", "2", "--no-latest", "--warmup", "0"])
+    assert rc == 0
+    rows = read_rows(tmp_path / "r" / "s")
+    assert len(rows) == 12 and {r["shard"] for r in rows} == {"0/2", "1/2"}
+    assert not list((tmp_path / "r" / "s" / "records").glob("part-*.csv"))  # merged
+    assert (tmp_path / "r" / "s" / "table1.md").is_file()

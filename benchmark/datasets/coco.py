@@ -90,11 +90,18 @@ class CocoDataset(Dataset):
         return entries
 
     def image_path(self, img: dict) -> Path:
-        fname = img.get("file_name") or os.path.basename(img.get("coco_url", "")) or f"{img['id']}.jpg"
-        path = self.image_root / fname
-        if not path.exists() and (self.annotation_file.parent / fname).exists():  # file names relative to the json
-            return self.annotation_file.parent / fname
-        return path
+        """COCO: file_name under the image folder (or relative to the json, as ObjaScale writes it). LVIS has no
+        file_name: the coco_url's basename, directly under the folder or under its split folder (val2017/...)."""
+        url = img.get("coco_url", "")
+        cands = [img["file_name"]] if img.get("file_name") else []
+        if url:
+            cands += [os.path.basename(url), "/".join(url.rstrip("/").split("/")[-2:])]
+        cands = cands or [f"{img['id']}.jpg"]
+        for fname in cands:
+            for base in (self.image_root, self.annotation_file.parent):
+                if (base / fname).exists():
+                    return base / fname
+        return self.image_root / cands[0]
 
     def load_image(self, entry: ImageEntry) -> np.ndarray:
         img = self.coco.imgs[entry.key]
