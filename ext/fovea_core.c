@@ -246,12 +246,25 @@ static int grid_overlaps(fv_grid *g, double x0, double y0, double x1, double y1,
     return 0;
 }
 
-static void grid_add(fv_grid *g, double x0, double y0, double x1, double y1) {
+static int grid_add(fv_grid *g, double x0, double y0, double x1, double y1) {
+    int cx0 = cell_of(x0, g->ox, g->inv, g->gw), cx1 = cell_of(x1, g->ox, g->inv, g->gw);
+    int cy0 = cell_of(y0, g->oy, g->inv, g->gh), cy1 = cell_of(y1, g->oy, g->inv, g->gh);
+    long need = (long)g->nent + (long)(cx1 - cx0 + 1) * (cy1 - cy0 + 1);
+    if (need > INT32_MAX) return -1;
+    if (need > g->capent) { /* grow the entry pool geometrically */
+        long cap = g->capent;
+        while (cap < need) cap = cap * 2 > INT32_MAX ? INT32_MAX : cap * 2;
+        int32_t *en = realloc(g->enext, sizeof(int32_t) * cap);
+        if (!en) return -1;
+        g->enext = en;
+        int32_t *eb = realloc(g->ebox, sizeof(int32_t) * cap);
+        if (!eb) return -1;
+        g->ebox = eb;
+        g->capent = (int)cap;
+    }
     int j = g->nbox++;
     double *b = g->box + 4 * j;
     b[0] = x0, b[1] = y0, b[2] = x1, b[3] = y1;
-    int cx0 = cell_of(x0, g->ox, g->inv, g->gw), cx1 = cell_of(x1, g->ox, g->inv, g->gw);
-    int cy0 = cell_of(y0, g->oy, g->inv, g->gh), cy1 = cell_of(y1, g->oy, g->inv, g->gh);
     for (int cy = cy0; cy <= cy1; cy++)
         for (int cx = cx0; cx <= cx1; cx++) {
             int e = g->nent++;
@@ -260,6 +273,7 @@ static void grid_add(fv_grid *g, double x0, double y0, double x1, double y1) {
             g->enext[e] = g->head[c];
             g->head[c] = e;
         }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ extraction */
@@ -325,32 +339,45 @@ int fv_place(const fv_image *im, const int *sizes, int k, const int *counts, dou
     if (!isfinite(tau) || tau < 0) return fv_fail(err, "tau must be finite and >= 0, got %g", tau);
     int idx[FV_MAX_SIZES];
     order_sizes(sizes, k, idx);
-    int total = 0, pstar = 1, best = -1;
+    int total = 0, pstar = 1, best = -1, pmax = 1;
     for (int i = 0; i < k; i++) {
         got[i] = 0;
-        if (counts[i] < 0) return fv_fail(err, "negative patch count %d", counts[i]);
+        if (counts[i] < 0 || counts[i] > FV_MAX_TOKENS) return fv_fail(err, "patch count %d out of range", counts[i]);
         total += counts[i];
+        if (total > FV_MAX_TOKENS) return fv_fail(err, "more than %d patches requested", FV_MAX_TOKENS);
         if (counts[i] > best) best = counts[i], pstar = sizes[i];
+        if (counts[i] > 0 && sizes[i] > pmax) pmax = sizes[i];
     }
     if (total == 0) return 0;
-    /* grid region: the image (accepted boxes always lie inside it); cells of the most frequent patch size,
-     * coarsened so the grid has at most max(4096, 8·total) cells */
+    /* grid region: where the Gaussian puts nearly all boxes (others are clamped to border cells). Cell size: the
+     * power-of-two multiple of the most frequent patch size that minimises an estimate of the work, cells visited
+     * per query × boxes per cell; the grid keeps at most max(4096, 8·total) cells. */
     double rx0 = 0, ry0 = 0, rx1 = im->W - 1, ry1 = im->H - 1;
-    if (region) { /* boxes outside the region go to the border cells (clamped): still exact, only slower */
+    if (region) {
         rx0 = fmax(rx0, region[0]), ry0 = fmax(ry0, region[1]);
         rx1 = fmin(rx1, region[2]), ry1 = fmin(ry1, region[3]);
         if (!(rx1 > rx0)) rx0 = 0, rx1 = im->W - 1;
         if (!(ry1 > ry0)) ry0 = 0, ry1 = im->H - 1;
     }
-    double cell = pstar;
-    double limit = fmax(4096.0, 8.0 * total);
-    double ncell = (ceil((rx1 - rx0) / cell) + 1) * (ceil((ry1 - ry0) / cell) + 1);
-    if (ncell > limit) cell = sqrt((rx1 - rx0 + cell) * (ry1 - ry0 + cell) / limit) + 1e-9;
-    long capent = 0;
+    double rw = rx1 - rx0 + 1, rh = ry1 - ry0 + 1;
+    double limit = fmax(4096.0, 8.0 * total), dens = total / (rw * rh);
+    double cell = pstar, best_cost = -1;
+    for (double c = pstar; c <= 2.0 * fmax(rw, rh) + pmax; c *= 2) {
+        if ((rw / c + 1) * (rh / c + 1) > limit) continue;
+        double cost = 0;
+        for (int i = 0; i < k; i++) {
+            double span = sizes[i] / c + 2;
+            cost += counts[i] * span * span * (1.0 + dens * (c + pstar) * (c + pstar));
+        }
+        if (best_cost < 0 || cost < best_cost) best_cost = cost, cell = c;
+    }
+    if (best_cost < 0) cell = sqrt(rw * rh / limit) + 1; /* huge region: respect the cell limit */
+    long capent = 0; /* initial guess; grid_add grows the pool if needed */
     for (int i = 0; i < k; i++) {
         long span = (long)floor(sizes[i] / cell) + 2;
-        capent += (long)counts[i] * span * span;
+        capent += (long)counts[i] * (span * span < 256 ? span * span : 256);
     }
+    if (capent > (1L << 24)) capent = 1L << 24;
     fv_grid grid;
     if (grid_init(&grid, rx0, ry0, rx1, ry1, cell, total, capent)) {
         grid_free(&grid);
@@ -370,7 +397,10 @@ int fv_place(const fv_image *im, const int *sizes, int k, const int *counts, dou
             /* written as "inside" so NaN candidates are rejected */
             if (!(x0 >= 0 && x1 < W1 && y0 >= 0 && y1 < H1)) continue;
             if (grid_overlaps(&grid, x0, y0, x1, y1, thr)) continue;
-            grid_add(&grid, x0, y0, x1, y1);
+            if (grid_add(&grid, x0, y0, x1, y1)) {
+                grid_free(&grid);
+                return fv_fail(err, "out of memory for the overlap grid");
+            }
             int m = got[i]++;
             extract_patch(im, cx, cy, p, patches[i] + m * psz);
             coords[i][2 * m] = (float)(cx / 128.0 - im->W / 256.0);
