@@ -111,7 +111,7 @@ class ChunkRunner:
                                      "sweethome3d_cache": self.cfg.sweethome3d_dir or None})
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        log = (self.lay.logs / f"worker-{indices[0]:06d}.log").open("a")
+        log = (self.lay.logs / f"worker-{indices[0]:06d}.log").open("a", buffering=1)
         proc = subprocess.Popen([sys.executable, "-m", "objascale.blender.worker", str(job_path)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace", env=env, cwd=str(REPO_ROOT))
         lines: queue.Queue = queue.Queue()
