@@ -25,6 +25,8 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "hostname": platform.node(),
+        # other processes competing for the CPU make timings unrepresentative: record how busy the machine was
+        "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
     for mod in ("numpy", "torch", "onnxruntime", "pycocotools"):
         try:
