@@ -34,6 +34,20 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-")
 
 
+def counters_table(run_dir: Path) -> tables.Table:
+    """What each shard's last invocation skipped or failed (summary-*.json): empty masks, area filter, resume."""
+    keys = ("ok", "failed", "empty_masks_skipped", "area_filtered", "already_done")
+    rows = []
+    for f in sorted(run_dir.glob("summary-*.json")):
+        s = json.loads(f.read_text())
+        rows.append([str(s.get("shard", f.stem))] + [str(s.get(k, "")) for k in keys])
+    t = tables.Table("counters", "Run counters (last invocation of each shard)", ["Shard", "OK", "Failed", "Empty masks skipped",
+                                                                                  "Filtered by area", "Already done"], rows)
+    if not rows:
+        t.notes.append("no summary files in this run folder")
+    return t
+
+
 def model_points(df) -> list[dict]:
     """One point per model with meaningful IoU: Average IoU (mean of dataset means), params, time per object."""
     pts = []
@@ -71,7 +85,7 @@ def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | N
         df = df.assign(_o=df["model"].map(lambda m: order.get(m, len(order)))).sort_values("_o", kind="stable").drop(columns="_o")
 
     made = [tables.table1(df), tables.table3(df), tables.size_table(df), stats.ci_table(df, seed),
-            stats.paired_table(df, seed), tables.status_table(df)]
+            stats.paired_table(df, seed), tables.status_table(df), counters_table(run_dir)]
     for t in made:
         _write(run_dir / f"{t.name}.md", t.to_markdown())
         _write(run_dir / f"{t.name}.csv", t.to_csv())
