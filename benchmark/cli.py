@@ -105,6 +105,9 @@ def resolve(args: argparse.Namespace) -> dict:
     if not m:
         raise ConfigError(f"--shard {opts['shard']!r}: expected k/n, e.g. 0/4")
     opts["shard"] = (int(m.group(1)), int(m.group(2)))
+    for k, lo in (("threads", 1), ("warmup", 0), ("shards", 1), ("flush_every", 1)):
+        if opts[k] is not None and int(opts[k]) < lo:
+            raise ConfigError(f"--{k.replace('_', '-')} must be ≥ {lo}, got {opts[k]}")
     for k in ("limit", "min_area", "max_area"):
         if opts[k] is not None and float(opts[k]) < 0:
             raise ConfigError(f"--{k.replace('_', '-')} must be ≥ 0")
@@ -183,6 +186,9 @@ def main(argv=None) -> int:
               f"skipped, {counters.area_filtered} filtered by area, {counters.already_done} already done")
         for r in counters.failures[:5]:
             print(f"  failed: {r}")
+    if opts["shard"][1] > 1 and opts["executor"] == "local":
+        print(f"shard {opts['shard'][0]}/{opts['shard'][1]} done. When every shard has finished: "
+              f"python -m benchmark.report {run_dir} --merge")
     if opts["report"] and (opts["shard"][1] == 1 or opts["executor"] != "local"):
         from .report import make_report
 

@@ -178,6 +178,10 @@ def test_config_errors_stop_before_any_work(tmp_path, fakes, capsys):
         Runner(_cfg(tmp_path, make_coco_dataset(tmp_path / "ds", n_images=1), ["no-such-model"]))
     rc = cli_main(["--model", "fake-good", "--data", str(tmp_path / "missing"), "--results", str(tmp_path / "r"), "--no-progress"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+    rc = cli_main(["--model", "noop", "--data", str(tmp_path / "ds"), "--results", str(tmp_path / "r"), "--threads", "0"])
+    assert rc == 2 and "--threads" in capsys.readouterr().err
+    rc = cli_main(["--model", "noop", "--data", str(tmp_path / "ds"), "--results", str(tmp_path / "r"), "--shard", "3/2"])
+    assert rc == 2 and "shard" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
