@@ -80,6 +80,7 @@ class ObjectSampler:
     def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, what: str) -> dict:
         """Raises ValueError (PromptError / SamplerError) naming `what` when the object is unusable."""
         cfg, s = self.cfg, self.sampler
+        mask = np.ascontiguousarray(mask, dtype=bool)
         h, w = mask.shape
         if image.shape[:2] != (h, w):
             raise ValueError(f"{what}: mask shape {mask.shape} does not match image {image.shape[:2]}")
@@ -147,7 +148,8 @@ class TrainSet(torch.utils.data.Dataset):
         self.cfg, self.seed, self.rank = cfg, seed, rank
         self.group_counts = group_counts
         self._objs = None
-        self.errors = 0
+        self.errors = 0  # unreadable images / masks
+        self.objects_skipped = 0  # objects the filter or the sampler rejected (tiny, full, off-image...)
 
     @property
     def make_object(self) -> ObjectSampler:
@@ -178,8 +180,9 @@ class TrainSet(torch.utils.data.Dataset):
                 self.errors += 1
                 continue
             try:
-                out.append(self.make_object(image, np.asarray(m, dtype=bool), rng, f"{what} object {oid}"))
+                out.append(self.make_object(image, np.ascontiguousarray(m, dtype=bool), rng, f"{what} object {oid}"))
             except ValueError as e:  # PromptError, SamplerError, ItemError are ValueErrors
+                self.objects_skipped += 1
                 log.debug("skip %s", e)
         return out
 

@@ -1,0 +1,81 @@
+"""Training throughput (objects per second) of FLIP with 0, 1 and 2 DataLoader workers on this machine.
+
+    python scripts/bench_train.py --data data/objascale-mini --model flip-tiny --steps 20
+
+Each setting runs the real pipeline (benchmark adapter → fovea sampler → packed forward/backward → Ranger step)
+for --warmup steps, then times --steps steps. Prints one row per worker count; nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmark.datasets import open_dataset  # noqa: E402
+from flip.registry import create_model  # noqa: E402
+from flip.training.data import MixtureSampler, SampleConfig, TrainSet, collate, worker_init_fn  # noqa: E402
+from flip.training.groups import GroupBalancer, group_ious  # noqa: E402
+from flip.training.loop import forward_loss  # noqa: E402
+from flip.training.optim import ranger  # noqa: E402
+
+
+def run(args, workers: int) -> tuple[float, float, int]:
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = create_model(args.model).to(device)
+    opt = ranger(model.parameters())
+    bal = GroupBalancer()
+    ds = TrainSet([open_dataset(args.data)], SampleConfig(masks_per_image=args.masks_per_image), seed=args.seed,
+                  group_counts=bal.shared)
+    n = args.batch_images * (args.steps + args.warmup)
+    sampler = MixtureSampler(ds.sizes(), [1.0], seed=args.seed, epoch_length=n)
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_images, sampler=sampler, num_workers=workers,
+                                         collate_fn=collate, worker_init_fn=worker_init_fn,
+                                         prefetch_factor=2 if workers else None)
+    objs, t0, steps = 0, None, 0
+    for i, batch in enumerate(loader):
+        if i == args.warmup:
+            t0, objs = time.perf_counter(), 0
+        if batch is None:
+            continue
+        loss, logits = forward_loss(model, batch, device, amp=False)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        bal.update(group_ious(logits.detach(), batch["labels"].to(device), batch["group_counts"].to(device)).cpu().numpy())
+        objs += batch["labels"].shape[0]
+        steps += i >= args.warmup
+    dt = time.perf_counter() - t0
+    return objs / dt, dt / max(steps, 1), objs
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data/objascale-mini", help="dataset spec (benchmark.datasets.open_dataset)")
+    p.add_argument("--model", default="flip-tiny", help="registry name")
+    p.add_argument("--batch-images", type=int, default=4, help="images per step")
+    p.add_argument("--masks-per-image", type=int, default=4, help="objects per image")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per setting")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts to compare")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
+    p.add_argument("--seed", type=int, default=0, help="run seed")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}, threads {args.threads}, model {args.model}, "
+          f"{args.batch_images} images x {args.masks_per_image} masks per step, data {args.data}")
+    print("workers,objects_per_s,s_per_step,objects_timed")
+    for w in args.workers:
+        ops, sps, n = run(args, w)
+        print(f"{w},{ops:.1f},{sps:.3f},{n}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
