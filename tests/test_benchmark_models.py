@@ -81,3 +81,28 @@ def test_objascale_folder_and_its_hdf5_export_agree():
         ma = folder.load_masks(ea, [oa.object_id])[oa.object_id]
         mb = h5.load_masks(eb, [ob.object_id])[ob.object_id]
         np.testing.assert_array_equal(ma, mb)  # RLE in the json, PNG in the HDF5: decoded independently
+
+
+def _reference_onnx():
+    import os
+
+    p = os.environ.get("FLIP_REFERENCE_ONNX") or str(ROOT.parent / "shared" / "reference" / "flip-tiny-fused.onnx")
+    return Path(p) if Path(p).is_file() else None
+
+
+@pytest.mark.skipif(_reference_onnx() is None, reason="authors' flip-tiny-fused.onnx not found (../shared/reference or $FLIP_REFERENCE_ONNX)")
+def test_flip_tiny_with_authors_weights_through_the_harness(tmp_path):
+    """The real model in the real loop: authors' weights id, token counts and a meaningful IoU are recorded."""
+    from benchmark.records import read_rows
+    from benchmark.runner import RunConfig, Runner
+    from benchmark.synthetic import make_coco_dataset
+
+    data = make_coco_dataset(tmp_path / "ds", n_images=2, objects_per_image=1, sizes=((48, 64),), polygons=False)
+    cfg = RunConfig(models=["flip-tiny"], datasets=[str(data)], run_dir=str(tmp_path / "run"), weights="authors",
+                    threads=1, warmup=0, progress=False)
+    c = Runner(cfg).run()
+    rows = read_rows(tmp_path / "run")
+    assert c.ok == 2 and len(rows) == 2
+    for r in rows:
+        assert r["weights_id"].startswith("authors") and r["num_parameters"] > 500_000
+        assert 0.0 <= r["iou"] <= 1.0 and r["tokens"] > 0 and r["t_encoder"] > 0
