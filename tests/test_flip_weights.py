@@ -6,6 +6,7 @@ import torch
 import flip
 from flip import weights as W
 from flip.modeling import TokenBatch
+from flip.modeling.numerics import ort_order
 
 from .flip_testutil import SIZES, allocation, crop_patches, position, reference_onnx, synthetic_image
 
@@ -93,12 +94,13 @@ def test_pretrained_finds_shared_reference(monkeypatch, tmp_path):
     assert m.gaussian_convention == "per-axis"
 
 
-# The issue asks for max |Δ| ≤ 2e-3. That is at the noise floor of fp32 itself: the decoder's attention scores reach
-# ~6000 (keys of the registers ~500), so onnxruntime's own logits differ from an fp64 evaluation of the same graph
-# by up to ~2.5e-3 on these inputs, and ours by a similar, independent amount. Measured worst case here: 3.8e-3.
-# We therefore assert 5e-3 on the max, 1e-3 on the mean, and identical foreground decisions where |logit| > 1e-2.
-PARITY_MEAN = 1e-3
-PARITY_MAX = 5e-3
+# Issue target: max |Δlogit| ≤ 2e-3 against onnxruntime. The decoder's attention scores reach ~5000, so 1-ulp
+# differences upstream of the keys move softmax weights by ~1e-3: with torch's own kernels (the fast default path) the
+# max is ~3.8e-3. Under numerics.ort_order() our Linear/MatMul/SiLU reproduce MLAS' fp32 operation order (measured
+# bit-exact per node, see flip/modeling/numerics.py) and the max is ≤ 1e-3 on these inputs.
+PARITY_MAX = 2e-3
+PARITY_MEAN = 2e-4
+DEFAULT_PATH_MEAN = 1e-3  # the fast path: mean only, plus identical foreground decisions
 
 
 @needs_ref
@@ -131,14 +133,19 @@ def test_parity_with_authors_onnx():
         feeds.update(position=pos, mask_coordinates=q)
         ref = sess.run(["mask_logits"], feeds)[0]
         with torch.inference_mode():
-            ours = m(batch, torch.from_numpy(q)).numpy()
-        d = np.abs(ours - ref)
+            fast = m(batch, torch.from_numpy(q)).numpy()
+            with ort_order():
+                ours = m(batch, torch.from_numpy(q)).numpy()
+        d, d_fast = np.abs(ours - ref), np.abs(fast - ref)
         diff = float(d.max())
-        print(f"sigma {sig:5.1f} px counts {counts}: max |Δlogit| {diff:.2e}, mean {d.mean():.2e}")
+        print(f"sigma {sig:5.1f} px counts {counts}: ort_order max |Δlogit| {diff:.2e}, mean {d.mean():.2e} | "
+              f"default path max {d_fast.max():.2e}, mean {d_fast.mean():.2e}")
         worst = max(worst, diff)
         assert d.mean() <= PARITY_MEAN
+        assert d_fast.mean() <= DEFAULT_PATH_MEAN
         sure = np.abs(ref) > 1e-2
         assert np.array_equal(ours[sure] > 0, ref[sure] > 0)
+        assert np.array_equal(fast[sure] > 0, ref[sure] > 0)
         if sig < 2:
             assert counts[3] == counts[4] == 0
     assert worst <= PARITY_MAX

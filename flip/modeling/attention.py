@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import numerics
+from .numerics import Linear
 from .position import PositionMLP
 
 ATTENTION_MODES = ("auto", "loop", "mask", "math")
@@ -19,8 +21,8 @@ ATTENTION_MODES = ("auto", "loop", "mask", "math")
 
 def _math_attention(q, k, v):
     """Explicit (QKᵀ)·scale → softmax → ·V, the op order of the authors' ONNX graphs (closest fp32 parity)."""
-    s = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
-    return torch.matmul(torch.softmax(s, dim=-1), v)
+    s = numerics.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    return numerics.matmul(torch.softmax(s, dim=-1), v)
 
 
 def block_diagonal_mask(q_lens: Sequence[int], kv_lens: Sequence[int], device=None) -> torch.Tensor:
@@ -37,6 +39,8 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
         raise ValueError(f"{len(q_lens)} query segments but {len(kv_lens)} key/value segments")
     tq, c = q.shape
     d = c // heads
+    if numerics.ort_order_enabled():
+        mode = "math"
     if mode == "auto":
         mode = "mask" if (q.is_cuda and len(q_lens) > 1) else "loop"
     sdpa = F.scaled_dot_product_attention
@@ -75,10 +79,10 @@ class SelfAttention(nn.Module):
             self.query = PositionMLP(channels, pos_hidden)
             self.key = PositionMLP(channels, pos_hidden)
             self.value = PositionMLP(channels, pos_hidden)
-        self.q = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, channels))
-        self.k = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, channels))
-        self.v = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, channels))
-        self.out = nn.Sequential(nn.Identity(), nn.Linear(channels, channels))
+        self.q = nn.Sequential(nn.LayerNorm(channels), Linear(channels, channels))
+        self.k = nn.Sequential(nn.LayerNorm(channels), Linear(channels, channels))
+        self.v = nn.Sequential(nn.LayerNorm(channels), Linear(channels, channels))
+        self.out = nn.Sequential(nn.Identity(), Linear(channels, channels))
         self.alpha = nn.Parameter(torch.full((1,), float(alpha)))
 
     def position_mlps(self) -> list:

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import packed_attention
+from . import numerics
 from .feedforward import FeedForwardBlock
+from .numerics import Linear, SiLU
 from .position import PositionMLP, relative_embedding
 
 
@@ -63,10 +65,10 @@ class MaskAttention(nn.Module):
         self.key = PositionMLP(channels, pos_hidden)
         self.query = PositionMLP(channels, pos_hidden)
         self.value = PositionMLP(channels, pos_hidden)
-        self.k = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, channels))
-        self.v = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, channels))
-        self.k_mlp = nn.Sequential(nn.Linear(2 * channels, channels), nn.SiLU(), nn.Linear(channels, channels))
-        self.out = nn.Sequential(nn.Identity(), nn.Linear(channels, channels))
+        self.k = nn.Sequential(nn.LayerNorm(channels), Linear(channels, channels))
+        self.v = nn.Sequential(nn.LayerNorm(channels), Linear(channels, channels))
+        self.k_mlp = nn.Sequential(Linear(2 * channels, channels), SiLU(), Linear(channels, channels))
+        self.out = nn.Sequential(nn.Identity(), Linear(channels, channels))
 
     def keys_values(self, x, key_pos, value_pos):
         k = self.k_mlp(torch.cat((self.k(x), key_pos), dim=1))
@@ -80,7 +82,7 @@ class PixelDecoder(nn.Module):
         self.preprocess = FeedForwardBlock(channels, mlp_expansion, alpha)
         self.attention = MaskAttention(channels, heads, pos_hidden)
         self.postprocess = FeedForwardBlock(channels, mlp_expansion, alpha)
-        self.to_mask = nn.Linear(channels, 1)
+        self.to_mask = Linear(channels, 1)
 
     def prepare_kv(self, x, key_pos, value_pos, seqlens, positions) -> KVCache:
         x = x + self.preprocess(x)
@@ -103,5 +105,5 @@ class PixelDecoder(nn.Module):
             q = att.query(e)
             o = att.out(packed_attention(q, cache.k[ks:ke], cache.v[ks:ke], att.heads, ql, kl, mode))
             o = o + self.postprocess(o)
-            out[qs:qe] = F.linear(o, self.to_mask.weight, self.to_mask.bias).squeeze(-1)
+            out[qs:qe] = numerics.linear(o, self.to_mask.weight, self.to_mask.bias).squeeze(-1)
         return out

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import numerics
+
 
 class FeedForwardBlock(nn.Module):
     def __init__(self, channels: int, expansion: int = 4, alpha: float = 0.1):
@@ -20,5 +22,5 @@ class FeedForwardBlock(nn.Module):
         self.alpha = nn.Parameter(torch.full((1,), float(alpha)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.silu(F.linear(self.norm(x), self.weight1, self.bias1))
-        return F.linear(h, self.weight2, self.bias2) * self.alpha
+        h = numerics.silu(numerics.linear(self.norm(x), self.weight1, self.bias1))
+        return numerics.linear(h, self.weight2, self.bias2) * self.alpha

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .numerics import Linear, SiLU
+
 
 class FlattenCHW(nn.Module):
     """(n, c, p, p) → (n, c·p·p), channel-major."""
@@ -59,16 +61,16 @@ class PatchEmbedding(nn.Module):
         p, c, h = patch_size, channels, 4 * channels
         self.patch_size = p
         if p <= 4:
-            layers = [FlattenCHW(), nn.Linear(in_channels * p * p, h), nn.SiLU(), nn.Linear(h, c)]
+            layers = [FlattenCHW(), Linear(in_channels * p * p, h), SiLU(), Linear(h, c)]
         elif p in (8, 16):
             s = p // 4  # 4×4 grid of s×s sub-patches, shared sub-patch Linear
-            layers = [GridPatchify(4, s), nn.Linear(in_channels * s * s, h // 16), FlattenGrid(), nn.SiLU(),
-                      nn.Linear(h, h), nn.SiLU(), nn.Linear(h, c)]
+            layers = [GridPatchify(4, s), Linear(in_channels * s * s, h // 16), FlattenGrid(), SiLU(),
+                      Linear(h, h), SiLU(), Linear(h, c)]
         elif p in (32, 64):  # ablation only: 4×4 sub-patches, regrouped to a 4×4 grid
             g, k = p // 4, p // 16
-            layers = [GridPatchify(g, 4), nn.Linear(in_channels * 16, h // 16), Regroup(k), nn.SiLU(),
-                      nn.Linear(k * k * h // 16, h // 16), FlattenGrid(), nn.SiLU(),
-                      nn.Linear(h, h), nn.SiLU(), nn.Linear(h, c)]
+            layers = [GridPatchify(g, 4), Linear(in_channels * 16, h // 16), Regroup(k), SiLU(),
+                      Linear(k * k * h // 16, h // 16), FlattenGrid(), SiLU(),
+                      Linear(h, h), SiLU(), Linear(h, c)]
         else:
             raise ValueError(f"no patch embedding for patch size {p}; supported: 1, 2, 4, 8, 16, 32, 64")
         self.layers = nn.Sequential(*layers)

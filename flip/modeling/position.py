@@ -5,6 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import numerics
+from .numerics import Linear, SiLU
+
 CLIP = 5.0
 
 
@@ -27,7 +30,7 @@ class PositionMLP(nn.Sequential):
     """Linear(2,32) → SiLU → Linear(32,32) → SiLU → Linear(32,C); indices 0/2/4 as in the authors' keys."""
 
     def __init__(self, out_features: int, hidden: int = 32):
-        super().__init__(nn.Linear(2, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_features))
+        super().__init__(Linear(2, hidden), SiLU(), Linear(hidden, hidden), SiLU(), Linear(hidden, out_features))
 
 
 def run_position_mlps(mlps: list[PositionMLP], e: torch.Tensor) -> list[torch.Tensor]:
@@ -37,8 +40,8 @@ def run_position_mlps(mlps: list[PositionMLP], e: torch.Tensor) -> list[torch.Te
     """
     if not mlps:
         return []
-    if len(mlps) == 1:
-        return [mlps[0](e)]
+    if len(mlps) == 1 or numerics.ort_order_enabled():
+        return [m(e) for m in mlps]
     m = len(mlps)
     w1 = torch.cat([p[0].weight for p in mlps], 0)  # (M·h, 2)
     b1 = torch.cat([p[0].bias for p in mlps], 0)

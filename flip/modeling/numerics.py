@@ -1,0 +1,110 @@
+"""Primitive ops of the FLIP modules, with an optional onnxruntime-order mode for bit-level parity.
+
+Why: the pixel predictor's attention scores reach ~5000, so a relative error of 1e-7 anywhere upstream of the keys
+moves softmax weights by ~1e-3; torch (MKL) and onnxruntime (MLAS) round differently and their logits differ by up
+to ~4e-3. Measured per node on the authors' graph (ORT 1.32, x86-64, ORT_DISABLE_ALL), MLAS computes
+  * Gemm / MatMul: C[i,j] = bias + one fp32 FMA chain over k = 0…K−1, K split in blocks of 256 whose partial sums
+    are added to C (bit-exact for every Gemm and the QKᵀ MatMul of the graph);
+  * Sigmoid: Eigen's rational approximation p(x)/q(x) + 0.5 with FMA (bit-exact on every Sigmoid node).
+`ort_order()` makes the model compute these two exactly that way (FMA emulated in fp64: a·b is exact in fp64, one
+rounding to fp32; double rounding is possible but vanishingly rare). Softmax and LayerNorm stay torch's (MLAS'
+versions differ by ≤ 1 ulp and are not needed to reach ≤ 1e-3 on the logits).
+It is slow (one fp64 op per k): meant for parity checks, never for inference. Default: torch's fast kernels.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_state = threading.local()
+MLAS_K_BLOCK = 256
+
+# MLAS logistic constants (Eigen's): clamp range, numerator α9…α1, denominator β10…β0.
+_LOGISTIC_RANGE = 18.0
+_ALPHA = (4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05, 8.51377133304701e-03, 2.48287947061529e-01)
+_BETA = (6.10247389755681e-13, 5.76102136993427e-09, 6.29106785017040e-06, 1.70198817374094e-03,
+         1.16817656904453e-01, 9.93151921023180e-01)
+
+
+def ort_order_enabled() -> bool:
+    return getattr(_state, "ort", False)
+
+
+@contextlib.contextmanager
+def ort_order(enabled: bool = True):
+    """Inside this block every Linear / MatMul / SiLU of FLIP follows onnxruntime's (MLAS) fp32 operation order."""
+    prev = ort_order_enabled()
+    _state.ort = enabled
+    try:
+        yield
+    finally:
+        _state.ort = prev
+
+
+def _f32(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float32)
+
+
+def _fma(a: torch.Tensor, b, c) -> torch.Tensor:
+    """fp32 fused multiply-add: exact product and sum in fp64, one rounding to fp32."""
+    return (a.double() * torch.as_tensor(b).double() + torch.as_tensor(c).double()).float()
+
+
+def fma_matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a (..., M, K) @ b (..., K, N) as MLAS SGEMM: per K block of 256 one FMA chain from 0, added to C (= bias or 0)."""
+    a64, b64 = a.double(), b.double()
+    k_total = a.shape[-1]
+    out = None if bias is None else bias.float()
+    for k0 in range(0, k_total, MLAS_K_BLOCK):
+        acc = None
+        for k in range(k0, min(k_total, k0 + MLAS_K_BLOCK)):
+            prod = a64[..., :, k:k + 1] * b64[..., k:k + 1, :]
+            acc = prod.float() if acc is None else (prod + acc.double()).float()
+        out = acc if out is None else out + acc
+    if out is None:  # K == 0
+        out = a.new_zeros(*a.shape[:-1], b.shape[-1])
+    return out.expand(*a.shape[:-1], b.shape[-1]) if out.shape[:-1] != a.shape[:-1] else out
+
+
+def mlas_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    x = x.float().clamp(-_LOGISTIC_RANGE, _LOGISTIC_RANGE)
+    x2 = x * x
+    p = _fma(x2, _f32(_ALPHA[0]), _f32(_ALPHA[1]))
+    for c in _ALPHA[2:]:
+        p = _fma(p, x2, _f32(c))
+    p = p * x
+    q = _fma(x2, _f32(_BETA[0]), _f32(_BETA[1]))
+    for c in _BETA[2:]:
+        q = _fma(q, x2, _f32(c))
+    return (p / q + 0.5).clamp(0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------ dispatching ops
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    if ort_order_enabled():
+        return fma_matmul(x, weight.t(), bias)
+    return F.linear(x, weight, bias)
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return fma_matmul(a, b) if ort_order_enabled() else torch.matmul(a, b)
+
+
+def silu(x: torch.Tensor) -> torch.Tensor:
+    return x * mlas_sigmoid(x) if ort_order_enabled() else F.silu(x)
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters and state-dict keys) whose product follows ort_order() when enabled."""
+
+    def forward(self, x):
+        return linear(x, self.weight, self.bias)
+
+
+class SiLU(nn.SiLU):
+    def forward(self, x):
+        return silu(x)
