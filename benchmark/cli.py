@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--config", help="TOML or YAML file with any of these options (flags given on the command line win)")
     a("--model", help="comma-separated registry names: flip-tiny, flip-small, sam-b, noop, oracle-box... (default flip-tiny)")
-    a("--data", action="append", help="dataset: ObjaScale/COCO folder, FILE.json[::IMAGES], FILE.hdf5, optionally NAME=PATH; "
+    a("--data", action="append", help="dataset: ObjaScale folder (eval split; DIR#train or DIR#all for others), FILE.json[::IMAGES], "
+      "FILE.hdf5, optionally NAME=PATH; "
       "repeat or comma-separate for several (default data/objascale-mini)")
     a("--weights", help="weights for the model(s): None = the model's default, 'random', 'authors' or a file path")
     a("--mode", choices=["5sigma", "hierarchical"], help="FLIP inference mode (default 5sigma)")

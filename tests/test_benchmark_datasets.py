@@ -80,6 +80,13 @@ def test_objascale_folder_reads_metadata(tmp_path):
     assert ds.describe()["metadata"] == {"preset": "mini", "seed": 3}
     samples = list(ds)
     assert len(samples) == 2 and samples[0].load_image().dtype == np.uint8
+    ann = json.loads((root / "annotations.json").read_text())  # tag the images with splits, as the generator does
+    ann["images"][0]["objascale"] = {"split": "train"}
+    ann["images"][1]["objascale"] = {"split": "eval"}
+    (root / "annotations.json").write_text(json.dumps(ann))
+    assert [e.image_id for e in open_dataset(str(root)).index()] == ["2"]
+    assert [e.image_id for e in open_dataset(f"{root}#train").index()] == ["1"]
+    assert len(open_dataset(f"{root}#all").index()) == 2
 
 
 def test_hdf5_round_trip_and_corrupt_entries(tmp_path):

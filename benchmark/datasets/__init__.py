@@ -1,7 +1,8 @@
 """Dataset adapters behind one lazy interface, plus selection (limit, area range, shard).
 
 open_dataset(spec) accepts:
-  DIR with annotations.json         ObjaScale folder (COCO json + images/ + metadata)
+  DIR with annotations.json         ObjaScale folder (COCO json + images/ + metadata); its eval split unless
+                                    DIR#train or DIR#all
   FILE.json[::IMAGE_DIR]            any COCO-format file (COCO, LVIS) with its image folder
   FILE.h5 / FILE.hdf5               the FLIP HDF5 layout
   NAME=<any of the above>           the same, shown as NAME in tables
@@ -28,6 +29,9 @@ def open_dataset(spec: str) -> Dataset:
     name = None
     if "=" in spec and not Path(spec).exists():
         name, spec = spec.split("=", 1)
+    split = "eval"
+    if "#" in spec and not Path(spec).exists():
+        spec, split = spec.rsplit("#", 1)
     image_root = None
     if "::" in spec:
         spec, image_root = spec.split("::", 1)
@@ -36,7 +40,7 @@ def open_dataset(spec: str) -> Dataset:
         raise DatasetError(f"dataset path does not exist: {p}")
     if p.is_dir():
         if (p / "annotations.json").is_file():
-            return ObjaScaleDataset(p, name=name)
+            return ObjaScaleDataset(p, name=name, split=split)
         h5 = sorted(list(p.glob("*.hdf5")) + list(p.glob("*.h5")))
         if len(h5) == 1:
             return FlipHdf5Dataset(h5[0], name=name or p.name)

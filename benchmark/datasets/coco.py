@@ -151,10 +151,11 @@ class ObjaScaleDataset(CocoDataset):
     kind = "objascale"
     METADATA_FILES = ("metadata.json", "config.json", "dataset.json", "info.json")  # config.json: the generator's settings
 
-    def __init__(self, root, name: str | None = None):
+    def __init__(self, root, name: str | None = None, split: str | None = "eval"):
         root = Path(root)
         super().__init__(root / "annotations.json", root / "images", name=name or root.name)
         self.root = root
+        self.split = split  # images tagged with another split are left out; None or "all" keeps everything
         self.metadata = {}
         for fname in self.METADATA_FILES:
             if (root / fname).is_file():
@@ -164,9 +165,17 @@ class ObjaScaleDataset(CocoDataset):
                     raise DatasetError(f"ObjaScale metadata {root / fname} is not valid JSON: {e}") from None
                 break
 
+    def _build_index(self) -> list[ImageEntry]:
+        entries = super()._build_index()
+        if self.split in (None, "all"):
+            return entries
+        tag = lambda e: (self.coco.imgs[e.key].get("objascale") or {}).get("split")
+        return [e for e in entries if tag(e) in (None, self.split)]  # untagged images (other generators) stay
+
     def describe(self) -> dict:
         d = super().describe()
         d["root"] = str(self.root)
+        d["split"] = self.split
         # a few scalar fields only: the report embeds this
         md = self.metadata if isinstance(self.metadata, dict) else {}
         flat = dict(md.get("config", {})) if isinstance(md.get("config"), dict) else {}
