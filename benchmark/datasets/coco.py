@@ -153,7 +153,8 @@ class ObjaScaleDataset(CocoDataset):
 
     def __init__(self, root, name: str | None = None, split: str | None = "eval"):
         root = Path(root)
-        super().__init__(root / "annotations.json", root / "images", name=name or root.name)
+        default = root.name if split in ("eval", None) else f"{root.name}-{split}"  # two splits never share a name
+        super().__init__(root / "annotations.json", root / "images", name=name or default)
         self.root = root
         self.split = split  # images tagged with another split are left out; None or "all" keeps everything
         self.metadata = {}
