@@ -122,3 +122,29 @@ def test_config_errors_stop_before_work(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         train(_args(tmp_path, tmp_path / "missing", steps=1))
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_exported_checkpoint_loads_for_inference(tiny_data, tmp_path):
+    import flip
+    from benchmark.datasets import open_dataset
+    from flip.prompt import Prompt
+    from flip.training.export import export
+
+    out = tmp_path / "run"
+    train(_args(out, tiny_data, steps=2, ckpt_every=2))
+    wfile = tmp_path / "w.pt"
+    meta = export(out / "last.pt", wfile)
+    assert meta["convention"] == "pixel" and meta["step"] == 2
+    ck = torch.load(out / "last.pt", weights_only=False)
+    model = flip.pretrained("flip-tiny", path=wfile)
+    assert model.weights_id.startswith("project:") and model.gaussian_convention == "pixel"
+    for k, v in model.state_dict().items():  # fp16 export: equal up to half precision
+        assert torch.allclose(v, ck["model"][k].half().float()), k
+    seg = flip.create_segmenter("flip-tiny", weights=str(wfile), device="cpu")
+    ds = open_dataset(str(tiny_data))
+    entry = ds.index()[0]
+    image = ds.load_image(entry)
+    mask = ds.load_masks(entry, [entry.objects[0].object_id])[entry.objects[0].object_id]
+    seg.set_image(image)
+    pred = seg.predict([Prompt.from_mask(mask)])
+    assert pred[0].shape == mask.shape and pred[0].dtype == bool

@@ -173,14 +173,13 @@ def evaluate(args, out: Path, step: int, model) -> dict | None:
         run(RunConfig(models=[args.model], datasets=[args.eval_data], run_dir=str(run_dir), weights=str(wpath),
                       limit=args.eval_objects, seed=args.seed, boundary=False, progress=False, warmup=0,
                       threads=args.threads))
-        import pandas as pd
+        from benchmark.records import STATUS_OK, read_frame
 
-        recs = [p for p in run_dir.rglob("*") if p.suffix in (".csv", ".parquet") and "record" in p.name]
-        if not recs:
+        df = read_frame(run_dir)
+        if df is None or len(df) == 0:
             log.warning("evaluation wrote no records under %s", run_dir)
             return None
-        df = pd.concat([pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p) for p in recs])
-        df = df[df["status"] == "ok"] if "status" in df else df
+        df = df[df["status"] == STATUS_OK]
         res = {"iou": float(df["iou"].mean()), "objects": int(len(df))}
         if "area_ratio" in df:
             small = df[df["area_ratio"] < 0.01]
@@ -242,6 +241,8 @@ def train(args) -> dict:
     epoch_len = args.epoch_length or sum(dataset.sizes())
     epoch_len = max(args.batch_images, epoch_len // args.batch_images * args.batch_images)
     sampler = MixtureSampler(dataset.sizes(), weights, seed=args.seed, epoch_length=epoch_len, rank=rank, world=world)
+    if position >= epoch_len:  # resumed on a smaller/changed dataset: start the next epoch
+        epoch, position = epoch + 1, 0
 
     def loader(ep, start):
         sampler.set_epoch(ep, start)
