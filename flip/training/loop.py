@@ -216,7 +216,7 @@ def train(args) -> dict:
                  alpha=args.lookahead_alpha)
     amp = bool(args.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    step, epoch, position = 0, 0, 0
+    step, epoch, position, wall, objects_seen = 0, 0, 0, 0.0, 0
     if resume_path:
         ck = load_checkpoint(resume_path, map_location=device)
         model.load_state_dict(ck["model"])
@@ -225,6 +225,8 @@ def train(args) -> dict:
         if ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
         step, epoch, position = int(ck["step"]), int(ck["epoch"]), int(ck["position"])
+        objects_seen = int(ck.get("objects_seen", 0))
+        wall = float(ck.get("wall_time_s", 0.0))
         set_rng_state(ck["rng"])
         source = ck.get("source", source)
         if rank == 0:
@@ -255,7 +257,8 @@ def train(args) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         meta = {"args": vars(args), "world_size": world, "device": str(device), "init_weights": source,
                 "model_config": model_config_dict(model), "datasets": [a.describe() for a in adapters],
-                "data_weights": weights, "epoch_length": epoch_len, "torch": torch.__version__}
+                "data_weights": weights, "epoch_length": epoch_len,
+                "data_images": dataset.sizes(), "torch": torch.__version__}
         tmp = out / ".config.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2, default=str))
         os.replace(tmp, out / "config.json")
@@ -266,13 +269,15 @@ def train(args) -> dict:
                      "scaler": scaler.state_dict() if amp else None, "step": step, "epoch": epoch,
                      "position": position, "rng": rng_state(), "args": vars(args), "model_name": args.model,
                      "model_config": model_config_dict(model), "source": source,
-                     "convention": args.gaussian_convention}, path)
+                     "convention": args.gaussian_convention, "wall_time_s": wall + time.perf_counter() - t_start,
+                     "data_images": sum(dataset.sizes()), "objects_seen": objects_seen}, path)
 
     from tqdm import tqdm
 
     bar = tqdm(total=args.steps, initial=step, disable=rank != 0 or not args.progress, desc="train", dynamic_ncols=True)
     model.train()
     t_last, objs_since, skipped = time.perf_counter(), 0, 0
+    t_start = time.perf_counter()
     sums = {"loss": 0.0, "iou": 0.0, "n": 0}
     last = {}
     it = iter(loader(epoch, position))
@@ -312,6 +317,7 @@ def train(args) -> dict:
         step += 1
         nb = batch["labels"].shape[0]
         objs_since += nb
+        objects_seen += nb
         sums["loss"] += loss.item()
         sums["iou"] += iou.item()
         sums["n"] += 1
@@ -320,7 +326,8 @@ def train(args) -> dict:
             now = time.perf_counter()
             last = {"loss": sums["loss"] / sums["n"], "iou_sampled": sums["iou"] / sums["n"],
                     "objects_per_s": objs_since / max(now - t_last, 1e-9) * world, "epoch": epoch,
-                    "skipped_batches": skipped, "lr": args.lr,
+                    "skipped_batches": skipped, "lr": args.lr, "objects_seen": objects_seen,
+                    "wall_s": round(wall + now - t_start, 1),
                     **{f"pixels_g{g}": int(c) for g, c in enumerate(balancer.counts())},
                     **{f"ema_iou_g{g}": float(v) for g, v in enumerate(balancer.ema_iou)}}
             logger.log(step, last)
