@@ -60,3 +60,33 @@ def test_ort_order_is_scoped_and_close_to_default():
     # batched matmul with K > 256 spans two MLAS K blocks
     a, b = torch.randn(2, 3, 300), torch.randn(2, 300, 4)
     assert torch.allclose(fma_matmul(a, b), a @ b, atol=1e-4)
+
+
+def test_inference_folds_match_plain_graph_and_follow_weight_updates():
+    """Without autograd the model folds LayerNorm affines into one QKV matmul and the decoder tail into two vectors;
+    with autograd (training) it runs the plain graph. Both must agree, also after the weights change."""
+    from flip.modeling import FLIP, FlipConfig, TokenBatch
+
+    torch.manual_seed(0)
+    model = FLIP(FlipConfig()).eval()
+    rng = np.random.default_rng(0)
+    patches = [[rng.random((n, 3, p, p)).astype(np.float32) for n, p in zip((5, 4, 3, 2, 1), (1, 2, 4, 8, 16))]]
+    coords = [[rng.normal(size=(n, 2)).astype(np.float32) * 0.2 for n in (5, 4, 3, 2, 1)]]
+    batch = TokenBatch.from_objects(patches, coords, [[0, 0, 0.1, 0.15, 0.6, 0.8]], (1, 2, 4, 8, 16))
+    q = torch.randn(300, 2) * 0.3
+
+    def both():
+        with torch.enable_grad():
+            plain = model(batch, q).detach()
+        with torch.inference_mode():
+            folded = model(batch, q)
+        return plain, folded
+
+    plain, folded = both()
+    assert torch.allclose(plain, folded, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # a training step / load_state_dict changes weights in place: the folds must follow
+        for p in model.parameters():
+            p.mul_(1.05)
+    plain2, folded2 = both()
+    assert not torch.allclose(plain, plain2, atol=1e-3)
+    assert torch.allclose(plain2, folded2, atol=1e-4, rtol=1e-4)

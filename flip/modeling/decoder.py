@@ -83,6 +83,22 @@ class PixelDecoder(nn.Module):
         self.attention = MaskAttention(channels, heads, pos_hidden)
         self.postprocess = FeedForwardBlock(channels, mlp_expansion, alpha)
         self.to_mask = Linear(channels, 1)
+        self._tail = numerics.FoldCache(self._fold_tail)
+
+    def _fold_tail(self):
+        """to_mask(o + α·(W2·h + b2)) = o·w + h·(α·W2ᵀw) + (α·w·b2 + b): the 256→64 matmul collapses to a vector."""
+        post, w = self.postprocess, self.to_mask.weight[0]
+        return w.contiguous(), (post.alpha * (post.weight2.t() @ w)).contiguous(), post.alpha * (w @ post.bias2) + self.to_mask.bias
+
+    def head(self, o: torch.Tensor) -> torch.Tensor:
+        """Logits (n,) from attention outputs o (n, C): o + FFB(o) → to_mask."""
+        if not numerics.fast_path():
+            o = o + self.postprocess(o)
+            return numerics.linear(o, self.to_mask.weight, self.to_mask.bias).squeeze(-1)
+        post = self.postprocess
+        w, v, c = self._tail.get([post.weight2, post.bias2, post.alpha, self.to_mask.weight, self.to_mask.bias])
+        h = F.silu(F.linear(post.norm(o), post.weight1, post.bias1), inplace=True)
+        return torch.mv(h, v).add_(torch.mv(o, w)).add_(c)
 
     def prepare_kv(self, x, key_pos, value_pos, seqlens, positions) -> KVCache:
         x = x + self.preprocess(x)
@@ -104,6 +120,5 @@ class PixelDecoder(nn.Module):
             e = relative_embedding(cache.positions[obj], coords[qs:qe])
             q = att.query(e)
             o = att.out(packed_attention(q, cache.k[ks:ke], cache.v[ks:ke], att.heads, ql, kl, mode))
-            o = o + self.postprocess(o)
-            out[qs:qe] = numerics.linear(o, self.to_mask.weight, self.to_mask.bias).squeeze(-1)
+            out[qs:qe] = self.head(o)
         return out

@@ -108,3 +108,33 @@ class Linear(nn.Linear):
 class SiLU(nn.SiLU):
     def forward(self, x):
         return silu(x)
+
+
+# ------------------------------------------------------------------------------------------------ inference folds
+def fast_path() -> bool:
+    """Folded-weight inference path: only without autograd (training needs the plain graph) and outside ort_order()."""
+    return not torch.is_grad_enabled() and not ort_order_enabled()
+
+
+class FoldCache:
+    """Derived weights recomputed whenever a source parameter changes (in-place update, load, .to(device))."""
+
+    def __init__(self, build):
+        self.build = build
+        self.key = None
+        self.value = None
+
+    def get(self, params):
+        key = tuple((p.data_ptr(), p._version, p.device) for p in params)
+        if key != self.key:
+            with torch.no_grad():
+                self.value = self.build()
+            self.key = key
+        return self.value
+
+
+def fold_layernorm_linears(norms, linears) -> tuple[torch.Tensor, torch.Tensor]:
+    """[Linear_i(LN_i(x))]_i = LN₀(x) @ Wᵀ + b with LN₀ the affine-free norm: W_i = A_i·diag(γ_i), b_i = A_i β_i + a_i."""
+    w = torch.cat([lin.weight * ln.weight[None, :] for ln, lin in zip(norms, linears)])
+    b = torch.cat([lin.weight @ ln.bias + lin.bias for ln, lin in zip(norms, linears)])
+    return w.t().contiguous(), b
