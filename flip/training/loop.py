@@ -60,7 +60,8 @@ def open_datasets(specs, weights):
         adapters = [open_dataset(s) for s in specs]
         for a in adapters:
             if a.num_images() == 0:
-                raise ConfigError(f"dataset {a.name} has no image with objects")
+                raise ConfigError(f"dataset {a.name} has no image with objects (ObjaScale folders open their eval "
+                                  "split by default: train on DIR#train)")
     except DatasetError as e:
         raise ConfigError(str(e)) from None
     return adapters, weights
