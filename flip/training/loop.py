@@ -147,6 +147,14 @@ class Logger:
                 if new:
                     w.writeheader()
                 w.writerow(row)
+        else:  # eval rows: their own CSV (fixed columns)
+            path = self.csv_path.with_name(f"{prefix}.csv")
+            new = not path.exists()
+            with open(path, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["step", "iou", "iou_small", "objects"], extrasaction="ignore")
+                if new:
+                    w.writeheader()
+                w.writerow(row)
         if self.tb:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
