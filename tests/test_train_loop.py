@@ -148,3 +148,27 @@ def test_exported_checkpoint_loads_for_inference(tiny_data, tmp_path):
     seg.set_image(image)
     pred = seg.predict([Prompt.from_mask(mask)])
     assert pred[0].shape == mask.shape and pred[0].dtype == bool
+
+
+def test_dataloader_workers_see_the_shared_group_counts(tiny_data):
+    """Workers read the balancer's shared-memory tensor; at most the prefetched batches carry the old split, and
+    every batch records the counts it was drawn with."""
+    from benchmark.datasets import open_dataset
+    from flip.training.data import worker_init_fn
+
+    bal = GroupBalancer()
+    ds = TrainSet([open_dataset(str(tiny_data))], SampleConfig(max_tokens=256, mean_tokens=96, masks_per_image=1),
+                  seed=5, group_counts=bal.shared)
+    sampler = MixtureSampler(ds.sizes(), [1.0], seed=5, epoch_length=8)
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, sampler=sampler, num_workers=1, prefetch_factor=1,
+                                         collate_fn=collate, worker_init_fn=worker_init_fn)
+    it = iter(loader)
+    first = next(it)
+    for _ in range(30):
+        bal.update([0.1, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+    rest = [b for b in it if b is not None]
+    new = torch.as_tensor(bal.counts())
+    assert torch.equal(first["group_counts"][0], torch.as_tensor(np.array([296, 292, 292, 292, 292, 292, 292])))
+    assert torch.equal(rest[-1]["group_counts"][0], new)  # after the prefetched ones, the new split arrives
+    stale = sum(not torch.equal(b["group_counts"][0], new) for b in rest)
+    assert stale <= 2  # num_workers · prefetch_factor batches in flight (+ the one being built)
