@@ -73,7 +73,7 @@ def test_inference_folds_match_plain_graph_and_follow_weight_updates():
     patches = [[rng.random((n, 3, p, p)).astype(np.float32) for n, p in zip((5, 4, 3, 2, 1), (1, 2, 4, 8, 16))]]
     coords = [[rng.normal(size=(n, 2)).astype(np.float32) * 0.2 for n in (5, 4, 3, 2, 1)]]
     batch = TokenBatch.from_objects(patches, coords, [[0, 0, 0.1, 0.15, 0.6, 0.8]], (1, 2, 4, 8, 16))
-    q = torch.randn(300, 2) * 0.3
+    q = torch.randn(5000, 2) * 0.3  # large enough for the oneDNN products (≥ 1M multiply-adds)
 
     def both():
         with torch.enable_grad():

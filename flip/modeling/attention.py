@@ -84,17 +84,21 @@ class SelfAttention(nn.Module):
         self.v = nn.Sequential(nn.LayerNorm(channels), Linear(channels, channels))
         self.out = nn.Sequential(nn.Identity(), Linear(channels, channels))
         self.alpha = nn.Parameter(torch.full((1,), float(alpha)))
-        self._qkv = numerics.FoldCache(lambda: numerics.fold_layernorm_linears(
-            [self.q[0], self.k[0], self.v[0]], [self.q[1], self.k[1], self.v[1]]))
+        self._qkv = numerics.FoldCache()
 
     def projections(self, x):
         """(q, k, v) = Linear(LN(x)) each; inference: one LayerNorm and one matmul with the affines folded in."""
         if not numerics.fast_path():
             return self.q(x), self.k(x), self.v(x)
         parts = [self.q, self.k, self.v]
-        w, b = self._qkv.get([p for m in parts for p in (m[0].weight, m[0].bias, m[1].weight, m[1].bias)])
+        w, b, packed = self._qkv.get([p for m in parts for p in (m[0].weight, m[0].bias, m[1].weight, m[1].bias)],
+                                     self._fold_qkv)
         xn = F.layer_norm(x, x.shape[-1:], None, None, self.q[0].eps)
-        return torch.addmm(b, xn, w).chunk(3, dim=1)
+        return numerics.packed_linear(xn, w, b, packed).chunk(3, dim=1)
+
+    def _fold_qkv(self):
+        w, b = numerics.fold_layernorm_linears([self.q[0], self.k[0], self.v[0]], [self.q[1], self.k[1], self.v[1]])
+        return w, b, numerics.pack_weight(w)
 
     def position_mlps(self) -> list:
         return [self.query, self.key, self.value] if self.with_position else []

@@ -83,7 +83,8 @@ class PixelDecoder(nn.Module):
         self.attention = MaskAttention(channels, heads, pos_hidden)
         self.postprocess = FeedForwardBlock(channels, mlp_expansion, alpha)
         self.to_mask = Linear(channels, 1)
-        self._tail = numerics.FoldCache(self._fold_tail)
+        self._tail = numerics.FoldCache()
+        self._post_w1 = numerics.FoldCache()
 
     def _fold_tail(self):
         """to_mask(o + α·(W2·h + b2)) = o·w + h·(α·W2ᵀw) + (α·w·b2 + b): the 256→64 matmul collapses to a vector."""
@@ -96,8 +97,9 @@ class PixelDecoder(nn.Module):
             o = o + self.postprocess(o)
             return numerics.linear(o, self.to_mask.weight, self.to_mask.bias).squeeze(-1)
         post = self.postprocess
-        w, v, c = self._tail.get([post.weight2, post.bias2, post.alpha, self.to_mask.weight, self.to_mask.bias])
-        h = F.silu(F.linear(post.norm(o), post.weight1, post.bias1), inplace=True)
+        w, v, c = self._tail.get([post.weight2, post.bias2, post.alpha, self.to_mask.weight, self.to_mask.bias],
+                                 self._fold_tail)
+        h = F.silu(numerics.fast_linear(post.norm(o), post.weight1, post.bias1, self._post_w1), inplace=True)
         return torch.mv(h, v).add_(torch.mv(o, w)).add_(c)
 
     def prepare_kv(self, x, key_pos, value_pos, seqlens, positions) -> KVCache:

@@ -22,5 +22,10 @@ class FeedForwardBlock(nn.Module):
         self.alpha = nn.Parameter(torch.full((1,), float(alpha)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if numerics.fast_path():
+            if not hasattr(self, "_packed"):
+                self._packed = (numerics.FoldCache(), numerics.FoldCache())
+            h = F.silu(numerics.fast_linear(self.norm(x), self.weight1, self.bias1, self._packed[0]), inplace=True)
+            return numerics.fast_linear(h, self.weight2, self.bias2, self._packed[1]) * self.alpha
         h = numerics.silu(numerics.linear(self.norm(x), self.weight1, self.bias1))
         return numerics.linear(h, self.weight2, self.bias2) * self.alpha
