@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from .io import Layout, atomic_write_json
+from .io import Layout, atomic_path, atomic_write_json
 
 
 def load_records(root: str | Path, num_images: int) -> tuple[list[dict], dict[int, dict]]:
@@ -79,10 +77,9 @@ def build_coco(root: str | Path, num_images: int, categories: list[str], info: d
             "rho": r["rho"], "area_ratio": r["area_ratio"],
         })
     atomic_write_json(Path(root) / "annotations.json", coco)
-    with (Path(root) / ".metadata.jsonl.tmp").open("w") as f:
+    with atomic_path(Path(root) / "metadata.jsonl") as tmp, tmp.open("w") as f:
         for r in done:
             f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(Path(root) / ".metadata.jsonl.tmp", Path(root) / "metadata.jsonl")
     return coco
 
 
@@ -107,44 +104,34 @@ def write_hdf5(root: str | Path, num_images: int, dataset_name: str, split: str,
     lic_ids = {lic["name"]: lic["id"] for lic in coco.get("licenses", [])}
     out = root / f"{dataset_name}-{split}-v{version}.hdf5"
     n = len(done)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=root)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            vbytes = h5py.vlen_dtype(np.dtype("uint8"))
-            vstr = h5py.string_dtype("utf-8")
-            imgs = f.create_dataset("rgb_images", (n,), dtype=vbytes)
-            masks = f.create_dataset("instance_masks", (n,), dtype=vbytes)
-            positions = np.zeros((n, 5), np.float32)
-            boxes = np.zeros((n, 4), np.float32)
-            for k, r in enumerate(done):
-                imgs[k] = np.frombuffer(_jpeg_bytes(root / r["file_name"]), np.uint8)
-                masks[k] = np.frombuffer((root / r["mask_file"]).read_bytes(), np.uint8)
-                positions[k] = r["rho"]
-                x0, y0, x1, y1 = r["bbox_xyxy"]
-                boxes[k] = [x0, y0, x1 - 1, y1 - 1]  # inclusive pixel indices of the extreme mask pixels
-            gz = dict(compression="gzip", compression_opts=5)
-            f.create_dataset("positions", data=positions, **gz)
-            f.create_dataset("instance_mask_bboxes", data=boxes, **gz)
-            f.create_dataset("instance_masks_images", data=np.arange(n, dtype=np.int64)[:, None], **gz)
-            f.create_dataset("image_instance_indices", data=np.stack([np.arange(n), np.ones(n)], 1).astype(np.int64), **gz)
-            f.create_dataset("sequence_indices", data=np.stack([np.arange(n), np.ones(n)], 1).astype(np.int64), **gz)
-            f.create_dataset("coco_image_ids", data=np.array([r["index"] + 1 for r in done], np.int64))
-            f.create_dataset("license_ids", data=np.array([lic_ids.get(r["object_license"], 0) for r in done], np.uint8))
-            for name, values in (("file_names", [r["file_name"] for r in done]), ("flickr_urls", [""] * n),
-                                 ("coco_urls", [""] * n), ("transform_notes", ["objascale render"] * n)):
-                f.create_dataset(name, data=np.array(values, dtype=object), dtype=vstr)
-            meta = f.create_group("metadata")
-            meta.attrs["dataset_name"] = dataset_name
-            meta.attrs["type"] = split
-            meta.attrs["coco_licenses"] = json.dumps(coco.get("licenses", []))
-            meta.attrs["bbox_convention"] = "instance_mask_bboxes: [x_min, y_min, x_max, y_max], inclusive pixel indices"
-            meta.attrs["generator"] = "objascale"
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        vbytes = h5py.vlen_dtype(np.dtype("uint8"))
+        vstr = h5py.string_dtype("utf-8")
+        imgs = f.create_dataset("rgb_images", (n,), dtype=vbytes)
+        masks = f.create_dataset("instance_masks", (n,), dtype=vbytes)
+        positions = np.zeros((n, 5), np.float32)
+        boxes = np.zeros((n, 4), np.float32)
+        for k, r in enumerate(done):
+            imgs[k] = np.frombuffer(_jpeg_bytes(root / r["file_name"]), np.uint8)
+            masks[k] = np.frombuffer((root / r["mask_file"]).read_bytes(), np.uint8)
+            positions[k] = r["rho"]
+            x0, y0, x1, y1 = r["bbox_xyxy"]
+            boxes[k] = [x0, y0, x1 - 1, y1 - 1]  # inclusive pixel indices of the extreme mask pixels
+        gz = dict(compression="gzip", compression_opts=5)
+        f.create_dataset("positions", data=positions, **gz)
+        f.create_dataset("instance_mask_bboxes", data=boxes, **gz)
+        f.create_dataset("instance_masks_images", data=np.arange(n, dtype=np.int64)[:, None], **gz)
+        f.create_dataset("image_instance_indices", data=np.stack([np.arange(n), np.ones(n)], 1).astype(np.int64), **gz)
+        f.create_dataset("sequence_indices", data=np.stack([np.arange(n), np.ones(n)], 1).astype(np.int64), **gz)
+        f.create_dataset("coco_image_ids", data=np.array([r["index"] + 1 for r in done], np.int64))
+        f.create_dataset("license_ids", data=np.array([lic_ids.get(r["object_license"], 0) for r in done], np.uint8))
+        for name, values in (("file_names", [r["file_name"] for r in done]), ("flickr_urls", [""] * n),
+                             ("coco_urls", [""] * n), ("transform_notes", ["objascale render"] * n)):
+            f.create_dataset(name, data=np.array(values, dtype=object), dtype=vstr)
+        meta = f.create_group("metadata")
+        meta.attrs["dataset_name"] = dataset_name
+        meta.attrs["type"] = split
+        meta.attrs["coco_licenses"] = json.dumps(coco.get("licenses", []))
+        meta.attrs["bbox_convention"] = "instance_mask_bboxes: [x_min, y_min, x_max, y_max], inclusive pixel indices"
+        meta.attrs["generator"] = "objascale"
     return out

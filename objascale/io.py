@@ -1,6 +1,7 @@
 """Atomic file writes and the dataset folder layout (shared by the runner and the Blender workers)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -10,15 +11,18 @@ from pathlib import Path
 import numpy as np
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temp path next to `path`; on success it replaces `path` (os.replace), on any error it is removed.
+
+    One helper for every atomic output: bytes, JSON, JSONL, HDF5 (h5py opens the yielded path itself).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -26,6 +30,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_json(path: str | Path, obj) -> None:

@@ -191,3 +191,18 @@ def test_coco_and_hdf5_round_trip(tmp_path):
             assert f["instance_mask_bboxes"][i].tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
             assert f["image_instance_indices"][i].tolist() == [i, 1]
         assert json.loads(f["metadata"].attrs["coco_licenses"])[0]["name"] == "CC0-1.0"
+
+
+def test_atomic_path_replaces_on_success_and_cleans_up_on_error(tmp_path):
+    from objascale.io import atomic_path
+
+    target = tmp_path / "sub" / "out.bin"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+        assert not target.exists()  # nothing visible until the block succeeds
+    assert target.read_bytes() == b"new"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in target.parent.iterdir()) == ["out.bin"]
