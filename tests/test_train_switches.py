@@ -57,3 +57,19 @@ def test_bad_flags_are_rejected():
         parse_args(["--data", "x", "--steps", "0"])
     with pytest.raises(SystemExit):
         parse_args(["--data", "x", "--min-tokens", "600", "--mean-tokens", "512"])
+
+
+def test_pretrained_falls_back_to_the_committed_project_checkpoint(monkeypatch, tmp_path):
+    import flip
+    from flip.weights import PROJECT_WEIGHTS_DIR
+
+    if not (PROJECT_WEIGHTS_DIR / "flip-tiny-objascale.pt").is_file():
+        pytest.skip("no committed flip/weights/flip-tiny-objascale.pt")
+    monkeypatch.setenv("FLIP_REFERENCE_ONNX", str(tmp_path / "absent.onnx"))
+    monkeypatch.setenv("FLIP_WEIGHTS_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("FLIP_OFFLINE", "1")
+    model = flip.pretrained("flip-tiny")
+    assert model.weights_id.startswith("project:flip-tiny-objascale.pt")
+    assert model.gaussian_convention == "pixel"
+    meta = torch.load(PROJECT_WEIGHTS_DIR / "flip-tiny-objascale.pt", weights_only=False)["meta"]
+    assert meta["step"] > 0 and meta["train_args"]["model"] == "flip-tiny"
