@@ -230,6 +230,8 @@ def train(args) -> dict:
         ck = load_checkpoint(resume_path, map_location=device)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        for g in opt.param_groups:  # the command line wins (same value → exact continuation)
+            g["lr"], g["weight_decay"] = args.lr, args.weight_decay
         balancer.load_state_dict(ck["balancer"])
         if ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
