@@ -2,7 +2,7 @@
 then any number of coordinate-only queries attend to them."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ class KVCache:
     v: torch.Tensor
     kv_lens: np.ndarray
     positions: torch.Tensor
+    packed: dict = field(default_factory=dict, repr=False)  # object index → oneDNN-packed per-head K/V (CPU inference)
 
     @property
     def num_objects(self) -> int:
@@ -56,6 +57,9 @@ def _query_chunks(q_lens: np.ndarray, kv_lens: np.ndarray, chunk: int):
         ql = [int(min(end, q_off[b + 1]) - max(start, q_off[b])) for b in range(b0, b1)]
         yield start, end, int(kv_off[b0]), int(kv_off[b1]), ql, [int(x) for x in kv_lens[b0:b1]], b0, b1
         start = end
+
+
+DNNL_MIN_SCORES = 1 << 18  # below this many query×key scores per chunk torch's fused SDPA wins (call overhead)
 
 
 class MaskAttention(nn.Module):
@@ -91,6 +95,28 @@ class PixelDecoder(nn.Module):
         post, w = self.postprocess, self.to_mask.weight[0]
         return w.contiguous(), (post.alpha * (post.weight2.t() @ w)).contiguous(), post.alpha * (w @ post.bias2) + self.to_mask.bias
 
+    def _dnnl_attention(self, cache: KVCache, q, b0: int, q_lens, kv_lens, ks: int) -> torch.Tensor:
+        """CPU inference attention: oneDNN products with each object's K/V packed once per cache (the cache is reused
+        by every query chunk and hierarchical level), softmax with denormals flushed (see numerics.flush_denormals)."""
+        heads = self.attention.heads
+        scale = (q.shape[1] // heads) ** -0.5
+        out = q if len(q_lens) == 1 else q.new_empty(q.shape)
+        qa, ka = 0, ks
+        for i, (nq, nk) in enumerate(zip(q_lens, kv_lens)):
+            if nq and nk:
+                packs = cache.packed.get(b0 + i)
+                if packs is None:
+                    packs = cache.packed[b0 + i] = numerics.packed_heads(cache.k[ka:ka + nk], cache.v[ka:ka + nk], heads)
+                with numerics.flush_denormals():
+                    o = numerics.dnnl_attention(q[qa:qa + nq], packs, scale)
+                if len(q_lens) == 1:
+                    return o
+                out[qa:qa + nq] = o
+            elif nq:
+                out[qa:qa + nq] = 0.0  # an object without tokens: softmax over nothing (never produced by encode)
+            qa, ka = qa + nq, ka + nk
+        return out
+
     def head(self, o: torch.Tensor) -> torch.Tensor:
         """Logits (n,) from attention outputs o (n, C): o + FFB(o) → to_mask."""
         if not numerics.fast_path():
@@ -117,10 +143,16 @@ class PixelDecoder(nn.Module):
             raise ValueError(f"coords must be ({total}, 2), got {tuple(coords.shape)}")
         out = coords.new_empty(total)
         att = self.attention
+        use_dnnl = (numerics.fast_path() and coords.is_cpu and mode in ("auto", "loop") and cache.k.shape[1] % att.heads == 0
+                    and numerics.pack_weight(cache.k[:1, :1]) is not None)
         for qs, qe, ks, ke, ql, kl, b0, b1 in _query_chunks(q_lens, cache.kv_lens, chunk):
             obj = torch.as_tensor(np.repeat(np.arange(b0, b1), ql), device=coords.device)
             e = relative_embedding(cache.positions[obj], coords[qs:qe])
             q = att.query(e)
-            o = att.out(packed_attention(q, cache.k[ks:ke], cache.v[ks:ke], att.heads, ql, kl, mode))
+            if use_dnnl and (qe - qs) * (ke - ks) >= DNNL_MIN_SCORES:
+                o = self._dnnl_attention(cache, q, b0, ql, kl, ks)
+            else:
+                o = packed_attention(q, cache.k[ks:ke], cache.v[ks:ke], att.heads, ql, kl, mode)
+            o = att.out(o)
             out[qs:qe] = self.head(o)
         return out
