@@ -90,3 +90,29 @@ def test_inference_folds_match_plain_graph_and_follow_weight_updates():
     plain2, folded2 = both()
     assert not torch.allclose(plain, plain2, atol=1e-3)
     assert torch.allclose(plain2, folded2, atol=1e-4, rtol=1e-4)
+
+
+def test_dnnl_attention_matches_sdpa_and_multi_object_decoder():
+    if numerics.pack_weight(torch.ones(2, 2)) is None:
+        pytest.skip("oneDNN not available in this torch build")
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1100, 64) * 8, torch.randn(300, 64) * 8, torch.randn(300, 64)
+    split = lambda x: x.view(x.shape[0], 4, 16).transpose(0, 1)  # noqa: E731
+    ref = torch.nn.functional.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(0, 1).reshape(1100, 64)
+    with numerics.flush_denormals():
+        ours = numerics.dnnl_attention(q, numerics.packed_heads(k, v, 4), 0.25)
+    assert torch.allclose(ours, ref, atol=1e-4)
+    assert (torch.tensor([1e-39]) * 1.0).item() != 0.0  # denormal mode restored
+
+    from flip.modeling import FLIP, FlipConfig, KVCache
+
+    model = FLIP(FlipConfig()).eval()
+    cache = KVCache(torch.randn(500, 64) * 3, torch.randn(500, 64), np.array([300, 200]),
+                    torch.tensor([[0, 0, 0.1, 0.2, 0.6, 0.8], [0.3, -0.2, 0.3, 0.1, 1.0, 0.0]]))
+    coords = torch.rand(3000, 2) - 0.5
+    with torch.enable_grad():
+        plain = model.decode(cache, coords, [1000, 2000]).detach()  # SDPA per object
+    with torch.inference_mode():
+        fast = model.decode(cache, coords, [1000, 2000])  # one 4096 chunk spanning both objects → oneDNN path
+    assert cache.packed and set(cache.packed) == {0, 1}
+    assert torch.allclose(plain, fast, atol=1e-3, rtol=1e-4)
