@@ -71,7 +71,9 @@ class Config:
     threads: int = 0  # Cycles threads per worker (0 = Blender's choice)
     region_render: bool = True  # small objects: full quality only on their screen region (see blender/render.py)
     region_min_saving: float = 4.0  # use the region render when frame area / region area exceeds this
-    background_samples: int = 8  # samples of the full frame when region rendering
+    background_samples: int = 8  # samples of the full frame when region rendering without analytic_background
+    analytic_background: bool = True  # region rendering: background = exact HDRI lookup in numpy, objects composited
+    sample_budget_mpx: float = 0.0  # cap samples x rendered megapixels (0 = no cap; never below samples_min)
     jpeg_above_pixels: int = 4_000_000  # images with more pixels are written as JPEG
     jpeg_quality: int = 95
     probe_side: int = 160  # low-resolution index renders that measure the projected area
@@ -116,6 +118,7 @@ class Config:
         need(0.0 <= self.max_outside < 1.0, "max_outside must be in [0, 1)")
         need(self.timeout_s > 0, "timeout_s must be > 0")
         need(1 <= self.jpeg_quality <= 100, "jpeg_quality must be in [1, 100]")
+        need(self.sample_budget_mpx >= 0, "sample_budget_mpx must be >= 0 (0 = no cap)")
         if self.shard:
             parse_shard(self.shard)
         return self
@@ -129,7 +132,9 @@ class Config:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# fields that change the content of image i (everything else: how/where it runs, or how many images)
+# fields that change the content of image i (everything else: how/where it runs, how many images, or render-quality
+# knobs such as analytic_background and sample_budget_mpx that change noise, not what the image shows; a new field
+# here would change the hash of every existing folder and refuse its resume)
 PLAN_FIELDS = {
     "seed", "split", "eval_fraction", "object_source", "object_dir", "object_manifest", "objaverse_dir",
     "num_categories", "categories", "images_per_category", "distractors", "max_occlusion", "hdri_dirs", "no_builtin_hdris",
@@ -146,7 +151,8 @@ PRESETS: dict[str, dict] = {
                  samples_max=32, chunk_size=7, num_categories=7),
     # the paper's scale: 68 categories × 150 images, several thousand px per side
     "paper": dict(dataset_name="objascale", num_categories=68, images_per_category=150, num_images=10200,
-                  min_side=1024, max_side=4096, samples_min=16, samples_max=128, chunk_size=10),
+                  min_side=1024, max_side=4096, samples_min=16, samples_max=128, chunk_size=10,
+                  sample_budget_mpx=48.0),
 }
 
 

@@ -206,3 +206,48 @@ def test_atomic_path_replaces_on_success_and_cleans_up_on_error(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("interrupted")
     assert target.read_bytes() == b"new" and sorted(p.name for p in target.parent.iterdir()) == ["out.bin"]
+
+
+def test_sweethome3d_model_rotation_convention(tmp_path):
+    """modelRotation is row-major R applied as p' = R p in the OBJ's Y-up frame (not R^T)."""
+    from objascale.assets.sweethome3d import OBJ_TO_ZUP, model_rotation_zup, parse_properties
+
+    props = parse_properties("id#1=x#chair\nmodelRotation#1=1 0 0 0 0 1 0 -1 0\n")
+    rot = tuple(float(v) for v in props["modelRotation#1"].split())
+    m = np.array(model_rotation_zup(rot))
+    c, r = np.array(OBJ_TO_ZUP), np.array(rot).reshape(3, 3)
+    # a model authored Z-up: its top at OBJ +Z. R maps +Z to +Y (Sweet Home 3D's up); R^T would map it to -Y
+    top_obj = np.array([0.0, 0.0, 1.0])
+    assert np.allclose(r @ top_obj, [0, 1, 0]) and np.allclose(r.T @ top_obj, [0, -1, 0])
+    # after the importer (C) and our matrix, the top points up in Blender (+Z)
+    assert np.allclose(m @ (c @ top_obj), [0, 0, 1])
+    # a non-symmetric rotation: the box's extents follow R (catalogue width, height, depth along x, y, z)
+    box = np.array([[x, y, z] for x in (0, 20.0) for y in (0, 18.9) for z in (0, 8.2)])  # as stored in the file
+    r3 = np.array([0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, -1.0, 0.0]).reshape(3, 3)  # the catalogue's headphones
+    assert np.allclose(np.ptp(box @ r3.T, 0), [8.2, 20.0, 18.9])
+    m3 = np.array(model_rotation_zup(tuple(r3.ravel())))
+    # Blender axes: x = width, y = depth, z = height
+    assert np.allclose(np.ptp((box @ c.T) @ m3.T, 0), [8.2, 18.9, 20.0])
+    assert model_rotation_zup(()) is None and model_rotation_zup((1.0, 0.0)) is None
+
+
+def test_sweethome3d_catalogue_rotations_match_sizes():
+    """On the installed catalogue: every rotated model's extents after R match its catalogue width/height/depth."""
+    from objascale.assets import sweethome3d as sh
+
+    try:
+        archives = sh.find_archives(install=False)
+    except Exception as e:  # noqa: BLE001 - any failure means the catalogue is not installed here
+        pytest.skip(f"Sweet Home 3D catalogue not installed: {e}")
+    assert archives
+    objs = [o for o in sh.sweethome3d_objects() if o.rotation and o.id.endswith(("#headphones", "#armchair1"))]
+    if not objs:
+        pytest.skip("catalogue without the checked models")
+    for o in objs:
+        v = np.array([[float(x) for x in ln.split()[1:4]] for ln in open(sh.materialize(o.path), errors="replace")
+                      if ln.startswith("v ")])
+        r = np.array(o.rotation).reshape(3, 3)
+        w, d, h = o.size_cm
+        want = np.array([w, h, d]) / max(w, h, d)
+        ext = np.ptp(v @ r.T, 0)
+        assert np.allclose(ext / ext.max(), want, atol=0.02), (o.id, ext / ext.max(), want)

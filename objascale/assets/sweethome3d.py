@@ -91,6 +91,25 @@ def _floats(s: str | None) -> tuple[float, ...]:
         return ()
 
 
+# OBJ files are Y-up; Blender's OBJ importer maps (x, y, z) -> (x, -z, y), i.e. p_blender = OBJ_TO_ZUP @ p_obj
+OBJ_TO_ZUP = ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0))
+
+
+def model_rotation_zup(rotation: tuple[float, ...] | list[float]) -> list[list[float]] | None:
+    """The catalogue's modelRotation (9 numbers, row-major R) as the matrix to apply to the imported (Z-up) model.
+
+    Sweet Home 3D applies R to the model's points as column vectors in the file's Y-up frame (p' = R p; checked on
+    the catalogue: only R, not its transpose, turns e.g. the headphones' extents into the catalogue's width, height
+    and depth, and keeps the X-rotated armchair upright). On the imported model that is C R C^T with C = OBJ_TO_ZUP.
+    None for a missing or malformed entry (no rotation)."""
+    if len(rotation) != 9:
+        return None
+    r = [list(map(float, rotation[0:3])), list(map(float, rotation[3:6])), list(map(float, rotation[6:9]))]
+    c = OBJ_TO_ZUP
+    cr = [[sum(c[i][k] * r[k][j] for k in range(3)) for j in range(3)] for i in range(3)]
+    return [[sum(cr[i][k] * c[j][k] for k in range(3)) for j in range(3)] for i in range(3)]  # (C R) C^T
+
+
 def sweethome3d_objects(cache: str | Path | None = None) -> list[ObjectAsset]:
     out: list[ObjectAsset] = []
     for arc in find_archives(Path(cache) if cache else None):

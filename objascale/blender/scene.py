@@ -72,7 +72,7 @@ def reset_scene(threads: int):
     return sc
 
 
-def setup_world(sc, hdri_path: str, rotation_deg: float, strength: float) -> None:
+def setup_world(sc, hdri_path: str, rotation_deg: float, strength: float):
     if not os.path.isfile(hdri_path):
         raise AssetError(f"HDRI {hdri_path} does not exist")
     try:
@@ -95,6 +95,16 @@ def setup_world(sc, hdri_path: str, rotation_deg: float, strength: float) -> Non
     nt.links.new(mapping.outputs["Vector"], env.inputs["Vector"])
     nt.links.new(env.outputs["Color"], bg.inputs["Color"])
     bg.inputs["Strength"].default_value = strength
+    return img
+
+
+def env_pixels(img) -> np.ndarray:
+    """The HDRI as Cycles sees it: (H, W, 4) float32 linear, row 0 = bottom (bpy Image.pixels order)."""
+    w, h = img.size
+    px = np.empty(w * h * img.channels, np.float32)
+    img.pixels.foreach_get(px)
+    px = px.reshape(h, w, img.channels)
+    return px if img.channels >= 3 else np.repeat(px[..., :1], 3, -1)
 
 
 def _import_file(path: Path) -> None:
@@ -164,12 +174,12 @@ def import_object(sc, asset: dict, pass_index: int, materialize) -> tuple[object
             o.parent = root
             o.matrix_parent_inverse = mathutils.Matrix.Identity(4)
         o.pass_index = pass_index
-    rot = asset.get("rotation") or []
+    from objascale.assets.sweethome3d import model_rotation_zup
+
     base = mathutils.Matrix.Identity(4)
-    if len(rot) == 9 and Path(path).suffix.lower() == ".obj":
-        r = mathutils.Matrix([rot[0:3], rot[3:6], rot[6:9]])
-        c = mathutils.Matrix(((1, 0, 0), (0, 0, -1), (0, 1, 0)))  # OBJ Y-up -> Blender Z-up, as the importer does
-        base = (c @ r @ c.transposed()).to_4x4()
+    rot_zup = model_rotation_zup(asset.get("rotation") or [])
+    if rot_zup is not None and Path(path).suffix.lower() == ".obj":
+        base = mathutils.Matrix(rot_zup).to_4x4()
     root.matrix_world = base
     bpy.context.view_layer.update()
     pts = []
@@ -241,26 +251,84 @@ def _read_exr_part(path: str, suffix: str) -> np.ndarray:
     raise RuntimeError(f"channel *{suffix} not in {path}")
 
 
-def render_index(sc, width: int, height: int, tmpdir: str) -> np.ndarray:
-    """Object Index pass (H, W) int, exact: 1 sample at the pixel centre, no filtering, no denoising."""
+def projected_box(sc, co, pass_index: int, width: int, height: int, margin: int = 2):
+    """Conservative pixel box (x0, y0, x1, y1), exclusive ends, of every mesh with this pass_index: the projection
+    of their bounding-box corners (the object lies inside its box, so its silhouette inside the corners' hull),
+    plus `margin` px, clipped to the frame. None when a corner is behind the camera or nothing projects in frame."""
+    from bpy_extras.object_utils import world_to_camera_view
+
+    xs, ys = [], []
+    for o in sc.objects:
+        if o.type != "MESH" or o.pass_index != pass_index:
+            continue
+        mw = o.matrix_world
+        for c in o.bound_box:
+            p = world_to_camera_view(sc, co, mw @ mathutils.Vector(c))
+            if p.z <= co.data.clip_start:
+                return None
+            xs.append(p.x * width)
+            ys.append((1.0 - p.y) * height)
+    if not xs:
+        return None
+    x0, x1 = max(0, math.floor(min(xs)) - margin), min(width, math.ceil(max(xs)) + margin)
+    y0, y1 = max(0, math.floor(min(ys)) - margin), min(height, math.ceil(max(ys)) + margin)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def _set_border(sc, width: int, height: int, box_xyxy) -> None:
+    """Border + crop to the pixel box (top-left origin, exclusive ends). Blender converts the normalised border
+    to pixels by truncation; a quarter-pixel bias makes truncation and rounding agree on the intended integers."""
+    x0, y0, x1, y1 = box_xyxy
+    sc.render.use_border = True
+    sc.render.use_crop_to_border = True
+    sc.render.border_min_x, sc.render.border_max_x = (x0 + 0.25) / width, (x1 + 0.25) / width
+    sc.render.border_min_y, sc.render.border_max_y = (height - y1 + 0.25) / height, (height - y0 + 0.25) / height
+
+
+def render_index(sc, width: int, height: int, tmpdir: str, box_xyxy=None) -> np.ndarray:
+    """Object Index pass (H, W) int, exact: 1 sample at the pixel centre, no filtering, no denoising.
+
+    With box_xyxy only that pixel box is rendered (border + crop; pixel centres do not move) and the rest of the
+    returned array is 0: the caller passes a box that contains every pixel where the wanted id can appear.
+    Only the index pass is written (no Combined), uncompressed: the EXR write/read dominated at 10+ MP.
+    """
     c = sc.cycles
-    saved = (c.samples, c.use_adaptive_sampling, c.use_denoising, c.filter_width, c.max_bounces, sc.render.use_border)
+    vl = sc.view_layers[0]
+    saved = (c.samples, c.use_adaptive_sampling, c.use_denoising, c.filter_width, c.max_bounces, sc.render.use_border,
+             vl.use_pass_combined)
     sc.render.resolution_x, sc.render.resolution_y = width, height
     c.samples, c.use_adaptive_sampling, c.use_denoising = 1, False, False
     c.filter_width = 0.01
     c.max_bounces = 0
-    sc.render.use_border = False
+    vl.use_pass_combined = False
+    if box_xyxy is not None:
+        _set_border(sc, width, height, box_xyxy)
+    else:
+        sc.render.use_border = False
     st = sc.render.image_settings
     st.media_type = "MULTI_LAYER_IMAGE"
-    st.exr_codec = "ZIP"
+    st.exr_codec = "NONE"
+    st.color_depth = "32"
     out = os.path.join(tmpdir, "index.exr")
     sc.render.filepath = out
-    bpy.ops.render.render(write_still=True)
-    idx = _read_exr_part(out, "Object Index.X")
-    os.unlink(out)
-    (c.samples, c.use_adaptive_sampling, c.use_denoising, c.filter_width, c.max_bounces, sc.render.use_border) = saved
+    try:
+        bpy.ops.render.render(write_still=True)
+        idx = np.rint(_read_exr_part(out, "Object Index.X")).astype(np.int32)
+        os.unlink(out)
+    finally:
+        (c.samples, c.use_adaptive_sampling, c.use_denoising, c.filter_width, c.max_bounces, sc.render.use_border,
+         vl.use_pass_combined) = saved
     # EXR rows run top to bottom; ids are stored as floats holding exact small integers
-    return np.rint(idx).astype(np.int32)
+    if box_xyxy is None:
+        return idx
+    x0, y0, x1, y1 = box_xyxy
+    if idx.shape != (y1 - y0, x1 - x0):
+        raise RuntimeError(f"border render returned {idx.shape}, expected {(y1 - y0, x1 - x0)} for box {box_xyxy}")
+    full = np.zeros((height, width), np.int32)
+    full[y0:y1, x0:x1] = idx
+    return full
 
 
 def _render_rgb(sc, tmpdir: str, name: str) -> np.ndarray:
@@ -286,7 +354,16 @@ def configure_beauty(sc, samples: int, cfg: dict) -> str:
     c.samples = int(samples)
     c.use_adaptive_sampling = True
     c.adaptive_threshold = cfg["adaptive_threshold"]
+    c.adaptive_min_samples = 0  # Cycles' automatic minimum
     c.max_bounces = cfg["max_bounces"]
+    # light paths: bounded per type, no caustics, clamped indirect light (fireflies cost most samples on CPU)
+    c.diffuse_bounces = min(c.max_bounces, 2)
+    c.glossy_bounces = min(c.max_bounces, 3)
+    c.transmission_bounces = c.max_bounces
+    c.transparent_max_bounces = max(c.max_bounces, 8)
+    c.volume_bounces = 0
+    c.caustics_reflective = c.caustics_refractive = False
+    c.sample_clamp_indirect = 10.0
     c.filter_width = 1.5
     denoiser = "none"
     if cfg["denoiser"] != "none":
@@ -301,10 +378,23 @@ def configure_beauty(sc, samples: int, cfg: dict) -> str:
     return denoiser
 
 
+def capped_samples(samples: int, region_px: int, cfg: dict) -> int:
+    """Plan samples, capped so samples × rendered pixels stays within the budget (never below samples_min).
+
+    Adaptive sampling + OIDN keep large regions clean at low counts; the cap bounds the cost of big objects in
+    multi-megapixel frames (0 = no cap)."""
+    budget = float(cfg.get("sample_budget_mpx", 0.0) or 0.0) * 1e6
+    if budget <= 0 or region_px <= 0:
+        return int(samples)
+    return int(max(min(samples, cfg["samples_min"]), min(samples, budget // region_px)))
+
+
 def render_beauty(sc, width: int, height: int, samples: int, cfg: dict, region_xyxy, tmpdir: str) -> tuple[np.ndarray, dict]:
     """RGB uint8 (H, W, 3). With region_xyxy (pixel box), full quality only there, low samples elsewhere."""
-    info = {"samples": samples}
-    info["denoiser"] = configure_beauty(sc, samples, cfg)
+    n = capped_samples(samples, width * height if region_xyxy is None else
+                       (region_xyxy[2] - region_xyxy[0]) * (region_xyxy[3] - region_xyxy[1]), cfg)
+    info = {"samples": n, "samples_planned": samples}
+    info["denoiser"] = configure_beauty(sc, n, cfg)
     sc.render.resolution_x, sc.render.resolution_y = width, height
     if region_xyxy is None:
         sc.render.use_border = False
@@ -319,7 +409,7 @@ def render_beauty(sc, width: int, height: int, samples: int, cfg: dict, region_x
     t = time.time()
     full = _render_rgb(sc, tmpdir, "background")
     info["background_s"] = time.time() - t
-    configure_beauty(sc, samples, cfg)
+    configure_beauty(sc, n, cfg)
     sc.render.use_border = True
     sc.render.use_crop_to_border = True
     # border is normalised with y from the bottom
@@ -337,6 +427,89 @@ def render_beauty(sc, width: int, height: int, samples: int, cfg: dict, region_x
     full[ry0:ry0 + rh, rx0:rx0 + rw] = region[: height - ry0, : width - rx0]
     info.update(mode="region", region_xyxy=[rx0, ry0, rx0 + rw, ry0 + rh])
     return full, info
+
+
+def _render_exr_rgba(sc, tmpdir: str, name: str) -> np.ndarray:
+    """Linear RGBA float32 (h, w, 4), rows top to bottom, premultiplied (Cycles' film)."""
+    st = sc.render.image_settings
+    st.media_type = "IMAGE"
+    st.file_format = "OPEN_EXR"
+    st.color_mode = "RGBA"
+    st.color_depth = "32"
+    st.exr_codec = "NONE"
+    out = os.path.join(tmpdir, f"{name}.exr")
+    sc.render.filepath = out
+    bpy.ops.render.render(write_still=True)
+    import OpenEXR
+
+    f = OpenEXR.File(out)
+    chans = f.parts[0].channels
+    if "RGBA" in chans:
+        rgba = np.asarray(chans["RGBA"].pixels, np.float32)
+    else:
+        rgba = np.stack([np.asarray(chans[k].pixels, np.float32) for k in "RGBA"], -1)
+    os.unlink(out)
+    return rgba
+
+
+def display_rgb(sc, linear_rgb: np.ndarray, tmpdir: str) -> np.ndarray:
+    """Scene-linear RGB (h, w, 3) -> display uint8 through Blender's own colour management (the scene's view
+    transform, look, exposure, dither), exactly as Cycles' film output is saved."""
+    from PIL import Image
+
+    h, w = linear_rgb.shape[:2]
+    im = bpy.data.images.new("objascale_composite", w, h, alpha=True, float_buffer=True)
+    try:
+        px = np.ones((h, w, 4), np.float32)
+        px[..., :3] = linear_rgb[::-1]  # bpy rows run bottom to top
+        im.pixels.foreach_set(px.ravel())
+        st = sc.render.image_settings
+        st.media_type = "IMAGE"
+        st.file_format = "PNG"
+        st.color_mode = "RGB"
+        st.color_depth = "8"
+        st.compression = 0
+        out = os.path.join(tmpdir, "composite.png")
+        im.save_render(out, scene=sc)
+    finally:
+        bpy.data.images.remove(im)
+    with Image.open(out) as f:
+        rgb = np.asarray(f.convert("RGB")).copy()
+    os.unlink(out)
+    return rgb
+
+
+def render_composite(sc, width: int, height: int, samples: int, cfg: dict, region_xyxy, background_linear: np.ndarray,
+                     tmpdir: str) -> tuple[np.ndarray, dict]:
+    """Objects by Cycles (transparent film) only inside region_xyxy, over the analytic HDRI background.
+
+    Outside the objects' silhouettes a camera ray sees only the world (no ground, no lens effects), so the plain
+    background is exact there; inside the region the composite is premultiplied over: C + (1 - alpha) * B."""
+    x0, y0, x1, y1 = region_xyxy
+    region_px = (x1 - x0) * (y1 - y0)
+    n = capped_samples(samples, region_px, cfg)
+    info = {"samples": n, "samples_planned": samples, "mode": "composite", "region_xyxy": [x0, y0, x1, y1],
+            "background": "analytic equirectangular lookup"}
+    info["denoiser"] = configure_beauty(sc, n, cfg)
+    sc.render.resolution_x, sc.render.resolution_y = width, height
+    sc.render.film_transparent = True
+    _set_border(sc, width, height, region_xyxy)
+    t = time.time()
+    try:
+        rgba = _render_exr_rgba(sc, tmpdir, "region")
+    finally:
+        sc.render.film_transparent = False
+        sc.render.use_border = False
+    info["region_s"] = time.time() - t
+    if rgba.shape[:2] != (y1 - y0, x1 - x0):
+        raise RuntimeError(f"border render returned {rgba.shape[:2]}, expected {(y1 - y0, x1 - x0)}")
+    t = time.time()
+    lin = background_linear.copy()
+    alpha = np.clip(rgba[..., 3:4], 0.0, 1.0)
+    lin[y0:y1, x0:x1] = rgba[..., :3] + (1.0 - alpha) * lin[y0:y1, x0:x1]
+    rgb = display_rgb(sc, lin, tmpdir)
+    info["composite_s"] = time.time() - t
+    return rgb, info
 
 
 def new_tmpdir() -> str:

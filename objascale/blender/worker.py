@@ -29,6 +29,27 @@ def _bbox_fracs(mask: np.ndarray) -> tuple[float, float, float, float]:
     return cols[0] / w - 0.5, rows[0] / h - 0.5, (cols[-1] + 1) / w - 0.5, (rows[-1] + 1) / h - 0.5
 
 
+def objects_region(sc, co, idx: np.ndarray, W: int, H: int, n_distractors: int, S):
+    """Pixel box around everything Cycles must render: the target's mask box and the distractors' projected boxes,
+    padded for the pixel filter (1.5 px) and denoiser context. None when nothing is in frame."""
+    boxes = []
+    rows, cols = np.flatnonzero((idx > 0).any(1)), np.flatnonzero((idx > 0).any(0))
+    if rows.size:
+        boxes.append((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
+    for k in range(n_distractors):
+        b = S.projected_box(sc, co, S.TARGET_INDEX + 1 + k, W, H, margin=0)
+        if b is None and any(o.pass_index == S.TARGET_INDEX + 1 + k and o.type == "MESH" for o in sc.objects):
+            return (0, 0, W, H)  # a distractor reaches behind the camera: render everything
+        if b is not None:
+            boxes.append(b)
+    if not boxes:
+        return None
+    b = np.array(boxes)
+    x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
+    pad = max(4, int(0.05 * max(x1 - x0, y1 - y0)))
+    return int(max(0, x0 - pad)), int(max(0, y0 - pad)), int(min(W, x1 + pad)), int(min(H, y1 + pad))
+
+
 def render_attempt(plan: dict, cfg, sweethome3d_cache) -> dict:
     """Render one attempt. Returns rgb, mask and metadata; raises AssetError for bad assets."""
     from objascale.assets.sweethome3d import materialize
@@ -38,12 +59,13 @@ def render_attempt(plan: dict, cfg, sweethome3d_cache) -> dict:
 
     timings: dict[str, float] = {}
     t_start = time.time()
+    cpu_start = time.process_time()  # all threads of this process: Cycles' CPU seconds included
     tmp = S.new_tmpdir()
     try:
         sc = S.reset_scene(cfg.threads)
         device = S.configure_device(sc, cfg.device)
         sc.cycles.seed = plan["render_seed"]
-        S.setup_world(sc, plan["hdri"]["path"], plan["hdri_rotation_deg"], plan["hdri_strength"])
+        env_img = S.setup_world(sc, plan["hdri"]["path"], plan["hdri_rotation_deg"], plan["hdri_strength"])
         t = time.time()
         target, warnings = S.import_object(sc, plan["object"], S.TARGET_INDEX, lambda p: materialize(p, sweethome3d_cache))
         S.set_pose(target, plan["pose"])
@@ -111,8 +133,11 @@ def render_attempt(plan: dict, cfg, sweethome3d_cache) -> dict:
             S.set_pose(root, dp["pose"], location=co.location + ray * depth, scale=dp["size_factor"] * dp["depth_factor"])
 
         # --- exact mask first: a failed area check costs no beauty render
+        # only inside the target's projected box can its id appear (distractors may occlude it there, fine)
         t = time.time()
-        idx = S.render_index(sc, W, H, tmp)
+        bpy_ctx.view_layer.update()
+        mask_box = S.projected_box(sc, co, S.TARGET_INDEX, W, H, margin=2)
+        idx = S.render_index(sc, W, H, tmp, box_xyxy=mask_box)
         timings["mask_s"] = time.time() - t
         mask = idx == S.TARGET_INDEX
         area = int(mask.sum())
@@ -124,27 +149,33 @@ def render_attempt(plan: dict, cfg, sweethome3d_cache) -> dict:
         if reason:
             return result
 
-        # --- beauty: region mode when the objects cover a small part of the frame
-        any_obj = idx > 0
+        # --- beauty: the objects' region by Cycles, the rest the HDRI (analytic, or a low-sample Cycles pass)
+        t = time.time()
         region = None
         if cfg.region_render:
-            rows, cols = np.flatnonzero(any_obj.any(1)), np.flatnonzero(any_obj.any(0))
-            if rows.size:
-                pad = max(8, int(0.1 * max(rows[-1] - rows[0], cols[-1] - cols[0])))
-                x0, y0 = max(0, cols[0] - pad), max(0, rows[0] - pad)
-                x1, y1 = min(W, cols[-1] + 1 + pad), min(H, rows[-1] + 1 + pad)
-                if W * H / float((x1 - x0) * (y1 - y0)) >= cfg.region_min_saving:
-                    region = (int(x0), int(y0), int(x1), int(y1))
-        t = time.time()
-        rgb, render_info = S.render_beauty(sc, W, H, plan["samples"], vars(cfg), region, tmp)
+            region = objects_region(sc, co, idx, W, H, len(plan["distractors"]), S)
+        if region is not None and cfg.analytic_background:
+            from .background import hdri_background
+
+            frame = [np.array(c) for c in co.data.view_frame(scene=sc)]
+            bg = hdri_background(S.env_pixels(env_img), frame, np.array(co.matrix_world.to_3x3()), W, H,
+                                 math.radians(plan["hdri_rotation_deg"]), plan["hdri_strength"])
+            timings["background_s"] = time.time() - t
+            rgb, render_info = S.render_composite(sc, W, H, plan["samples"], vars(cfg), region, bg, tmp)
+        else:
+            if region is not None and W * H / float((region[2] - region[0]) * (region[3] - region[1])) < cfg.region_min_saving:
+                region = None  # the low-sample full frame would cost about as much as the region itself
+            rgb, render_info = S.render_beauty(sc, W, H, plan["samples"], vars(cfg), region, tmp)
         timings["beauty_s"] = time.time() - t
         render_info.update(view_transform=sc.view_settings.view_transform, engine="CYCLES",
                            adaptive_threshold=cfg.adaptive_threshold, max_bounces=cfg.max_bounces,
-                           mask_pass="Object Index, 1 spp, filter_width 0.01, no denoising")
+                           mask_pass="Object Index, 1 spp, filter_width 0.01, no denoising",
+                           mask_box_xyxy=list(mask_box) if mask_box else None)
         result.update(rgb=rgb, render=render_info)
         return result
     finally:
         timings["attempt_s"] = time.time() - t_start
+        timings["cpu_s"] = time.process_time() - cpu_start
         shutil.rmtree(tmp, ignore_errors=True)
 
 
