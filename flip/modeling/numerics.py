@@ -206,10 +206,10 @@ def flush_denormals(enabled: bool = True):
 
 
 def packed_heads(k: torch.Tensor, v: torch.Tensor, heads: int):
-    """Per head h: oneDNN-packed K_h (n, d) and V_hᵀ (d, n), so scores = Linear(q_h; K_h) and out = Linear(P; V_hᵀ)."""
+    """Per head h: contiguous K_h (n, d) and V_hᵀ (d, n), so scores = Linear(q_h; K_h) and out = Linear(P; V_hᵀ).
+    (oneDNN takes them unpacked at the same speed; a reorder would cost more than it saves at these sizes.)"""
     d = k.shape[1] // heads
-    return [(pack_weight(k[:, h * d:(h + 1) * d].contiguous()), pack_weight(v[:, h * d:(h + 1) * d].t().contiguous()))
-            for h in range(heads)]
+    return [(k[:, h * d:(h + 1) * d].contiguous(), v[:, h * d:(h + 1) * d].t().contiguous()) for h in range(heads)]
 
 
 DNNL_ATTENTION_BLOCK = 512  # query rows per score block: 512 × ~520 keys × 4 B ≈ 1 MB stays in L2
