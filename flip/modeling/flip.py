@@ -8,6 +8,7 @@ from torch import nn
 from .block import EncoderLayer
 from .config import FlipConfig
 from .decoder import KVCache, PixelDecoder
+from .numerics import FoldCache
 from .packing import TokenBatch
 from .position import run_position_mlps
 from .tokenizer import FovealTokenizer
@@ -24,6 +25,7 @@ class FLIP(nn.Module):
                          pos_hidden=cfg.pos_mlp_hidden)
             for i in range(cfg.layers))
         self.mask_extractor = PixelDecoder(c, h, cfg.mlp_expansion, cfg.alpha, cfg.pos_mlp_hidden)
+        self._position_weights = FoldCache()
 
     @property
     def patch_sizes(self) -> tuple:
@@ -35,7 +37,7 @@ class FLIP(nn.Module):
         # All position MLPs of all layers (+ decoder key/value) depend only on e: evaluate them together, once.
         mlps = [m for layer in self.layers for m in layer.attention.position_mlps()]
         att = self.mask_extractor.attention
-        pos = run_position_mlps(mlps + [att.key, att.value], e)
+        pos = run_position_mlps(mlps + [att.key, att.value], e, self._position_weights)
         i = 0
         lens = [int(n) for n in seqlens]
         for layer in self.layers:

@@ -131,7 +131,8 @@ class FoldCache:
 
     def get(self, params, build):
         # inference tensors carry no version counter (they cannot be updated outside inference mode)
-        key = tuple((p.data_ptr(), -1 if p.is_inference() else p._version, p.device) for p in params)
+        # (a .to(device) moves data_ptr, so the device need not be part of the key)
+        key = tuple((p.data_ptr(), -1 if p.is_inference() else p._version) for p in params)
         if key != self.key:
             with torch.no_grad():
                 self.value = build()
