@@ -61,6 +61,7 @@ def test_weight_source_hook(tmp_path, monkeypatch):
     monkeypatch.setenv("FLIP_WEIGHTS_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("FLIP_OFFLINE", "1")
     monkeypatch.setenv("FLIP_REFERENCE_ONNX", str(tmp_path / "nope.onnx"))
+    monkeypatch.setattr(W, "PROJECT_WEIGHTS_DIR", tmp_path / "no-project-weights")  # a trained file may exist
     torch.save(flip.create_model("flip-tiny").state_dict(), tmp_path / "mine.pt")
     src = W.WeightSource("project", lambda name: tmp_path / "mine.pt" if name == "flip-tiny" else None, authors=False)
     monkeypatch.setattr(W, "WEIGHT_SOURCES", W.WEIGHT_SOURCES + [src])
