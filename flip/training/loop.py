@@ -203,6 +203,15 @@ def evaluate(args, out: Path, step: int, model) -> dict | None:
 
 
 def train(args) -> dict:
+    """Run (or resume) training; returns a summary. Restores the caller's torch thread count afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(args) -> dict:
     rank, world, device = setup_distributed(args.device)
     torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision("highest")
