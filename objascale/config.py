@@ -152,7 +152,7 @@ PRESETS: dict[str, dict] = {
     # the paper's scale: 68 categories × 150 images, several thousand px per side
     "paper": dict(dataset_name="objascale", num_categories=68, images_per_category=150, num_images=10200,
                   min_side=1024, max_side=4096, samples_min=16, samples_max=128, chunk_size=10,
-                  sample_budget_mpx=48.0),
+                  sample_budget_mpx=16.0),
 }
 
 

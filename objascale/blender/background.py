@@ -19,14 +19,16 @@ def camera_rays(corners_cam: np.ndarray, cam_rot: np.ndarray, width: int, height
     """
     tr, br, bl, tl = (np.asarray(c, np.float64) for c in corners_cam)
     x0, y0, x1, y1 = box_xyxy or (0, 0, width, height)
-    u = (np.arange(x0, x1, dtype=np.float64) + 0.5) / width
-    v = (np.arange(y0, y1, dtype=np.float64) + 0.5) / height
+    u = ((np.arange(x0, x1, dtype=np.float64) + 0.5) / width).astype(np.float32)
+    v = ((np.arange(y0, y1, dtype=np.float64) + 0.5) / height).astype(np.float32)
     # camera-space point of each pixel centre on the frame plane, then rotated into the world
-    ex = (tr - tl) @ cam_rot.T
-    ey = (bl - tl) @ cam_rot.T
-    o = tl @ cam_rot.T
-    d = (o[None, None, :] + u[None, :, None] * ex[None, None, :] + v[:, None, None] * ey[None, None, :]).astype(np.float32)
-    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    ex = ((tr - tl) @ cam_rot.T).astype(np.float32)
+    ey = ((bl - tl) @ cam_rot.T).astype(np.float32)
+    o = (tl @ cam_rot.T).astype(np.float32)
+    d = np.empty((len(v), len(u), 3), np.float32)
+    for k in range(3):  # per component: a row term plus a column term (float32, no (h, w, 3) float64 temporaries)
+        d[..., k] = (o[k] + v * ey[k])[:, None] + (u * ex[k])[None, :]
+    d *= 1.0 / np.sqrt(np.einsum("hwc,hwc->hw", d, d))[..., None]
     return d
 
 
@@ -41,20 +43,27 @@ def equirect_lookup(env_bottom_up: np.ndarray, d: np.ndarray) -> np.ndarray:
     """Bilinear equirectangular lookup, Cycles' convention. env_bottom_up: (H, W, C) float, row 0 = bottom (as
     bpy Image.pixels). u = 0.5 - atan2(y, x) / 2pi (wraps), v = 0.5 + asin(z) / pi; texel centres at (i + 0.5)."""
     h, w = env_bottom_up.shape[:2]
-    u = 0.5 - np.arctan2(d[..., 1], d[..., 0]) / np.float32(2 * np.pi)
-    v = 0.5 + np.arcsin(np.clip(d[..., 2], -1, 1)) / np.float32(np.pi)
-    x = u * w - 0.5
-    y = v * h - 0.5
+    u = np.float32(0.5) - np.arctan2(d[..., 1], d[..., 0]) * np.float32(1 / (2 * np.pi))
+    v = np.float32(0.5) + np.arcsin(np.clip(d[..., 2], -1, 1)) * np.float32(1 / np.pi)
+    x = u * np.float32(w) - np.float32(0.5)
+    y = v * np.float32(h) - np.float32(0.5)
     x0f, y0f = np.floor(x), np.floor(y)
     fx, fy = (x - x0f)[..., None], (y - y0f)[..., None]
-    x0 = x0f.astype(np.int64) % w
-    x1 = (x0 + 1) % w
-    y0 = np.clip(y0f.astype(np.int64), 0, h - 1)
-    y1 = np.clip(y0f.astype(np.int64) + 1, 0, h - 1)
-    e = env_bottom_up
-    top = e[y0, x0] * (1 - fx) + e[y0, x1] * fx
-    bot = e[y1, x0] * (1 - fx) + e[y1, x1] * fx
-    return (top * (1 - fy) + bot * fy).astype(np.float32)
+    x0 = x0f.astype(np.int32) % w
+    x1 = x0 + 1
+    x1[x1 == w] = 0  # wrap around the seam
+    y0 = y0f.astype(np.int32)
+    y1 = np.minimum(y0 + 1, h - 1)
+    np.clip(y0, 0, h - 1, out=y0)
+    # flat gathers from a contiguous (h*w, c) table
+    flat = np.ascontiguousarray(env_bottom_up, dtype=np.float32).reshape(h * w, -1)
+    r0, r1 = y0 * w, y1 * w
+    top = flat[r0 + x0]
+    top += (flat[r0 + x1] - top) * fx
+    bot = flat[r1 + x0]
+    bot += (flat[r1 + x1] - bot) * fx
+    top += (bot - top) * fy
+    return top
 
 
 def hdri_background(env_bottom_up: np.ndarray, corners_cam, cam_rot, width: int, height: int, rotation_rad: float,

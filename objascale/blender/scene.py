@@ -370,6 +370,9 @@ def configure_beauty(sc, samples: int, cfg: dict) -> str:
         try:
             c.denoiser = "OPENIMAGEDENOISE"
             c.use_denoising = True
+            c.denoising_input_passes = "RGB_ALBEDO_NORMAL"
+            c.denoising_prefilter = "FAST"  # albedo/normal are clean enough at our sample counts; ACCURATE costs more
+            c.denoising_quality = "BALANCED"
             denoiser = "oidn"
         except TypeError:  # a build without OIDN: render without denoising rather than fail
             c.use_denoising = False
