@@ -7,6 +7,8 @@ onnxruntime running the authors' fused FLIP-Tiny graph (graph optimisation off, 
 means we are faster. The two engines run alternately within each repetition (the machine is shared: load changes
 hit both alike); "fwd ms" and "ORT ms" are medians, "ours/ORT" is the median of the per-repetition ratios.
 Prints figures only; asserts nothing.
+With --threads > 1 on a shared, loaded machine, set OMP_WAIT_POLICY=PASSIVE in the environment: torch's OpenMP workers
+otherwise spin-wait for descheduled partners and multi-thread times blow up (3-300× measured here, old and new code).
 """
 from __future__ import annotations
 
