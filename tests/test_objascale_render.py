@@ -82,11 +82,18 @@ def test_area_ratio_ends_rendered(tmp_path, objects_dir):
     assert run(hi, objects_dir, "--num-images", "1", "--categories", "cube", "--area-ratio-min", "0.25") == 0
     r = records(hi)[0]
     assert abs(r["area_ratio"] - 0.25) < 0.25 * 0.3 + 0.01
+    # default path: objects region by Cycles over the analytic background; the region holds the whole mask
+    assert r["render"]["mode"] == "composite"
+    x0, y0, x1, y1 = r["render"]["region_xyxy"]
+    bx0, by0, bx1, by1 = r["bbox_xyxy"]
+    assert x0 <= bx0 and y0 <= by0 and bx1 <= x1 and by1 <= y1
     lo = tmp_path / "lo"
+    # the older path (low-sample Cycles background + full-quality region pasted) stays available
     assert run(lo, objects_dir, "--num-images", "1", "--categories", "cube", "--area-ratio-max", "1e-6",
-               "--min-pixels", "30") == 0
+               "--min-pixels", "30", "--no-analytic-background") == 0
     r = records(lo)[0]
     assert r["area_px_planned"] == pytest.approx(30) and 10 <= r["area_px"] <= 60
+    assert r["render"]["mode"] == "region" and "background_s" in r["render"]
 
 
 def test_determinism_and_resume(tmp_path, objects_dir):

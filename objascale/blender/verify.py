@@ -3,7 +3,8 @@
     python -m objascale.blender.verify --width 320 --height 240 --samples 16 [--hdri NAME] [--json OUT]
 
 1. analytic background vs Cycles' render of the empty world (linear values and the saved 8-bit image);
-2. Object Index mask rendered in the target's projected box vs the full frame (must be identical);
+2. Object Index mask rendered fast (target's projected box, emission override) vs the full frame with the real
+   materials (must be identical);
 3. composite (objects by Cycles on transparent film over the analytic background) vs one full Cycles render.
 Prints one JSON object with the errors; the tests assert on it.
 """
@@ -74,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     S.set_pose(occ, {"yaw_deg": 10.0, "tilt_x_deg": 0.0, "tilt_y_deg": 0.0},
                location=tuple(co.location * 0.4), scale=0.3)
     bpy.context.view_layer.update()
-    full_idx = S.render_index(sc, W, H, tmp)
+    full_idx = S.render_index(sc, W, H, tmp, fast_shading=False)  # reference: real materials, full frame
     box = S.projected_box(sc, co, S.TARGET_INDEX, W, H, margin=2)
-    box_idx = S.render_index(sc, W, H, tmp, box_xyxy=box)
+    box_idx = S.render_index(sc, W, H, tmp, box_xyxy=box)  # fast: shading override + box
     tgt = full_idx == S.TARGET_INDEX
     res.update(mask_box_xyxy=list(box) if box else None, mask_target_px=int(tgt.sum()),
                mask_occluder_px=int((full_idx == S.TARGET_INDEX + 1).sum()),
