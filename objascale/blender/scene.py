@@ -371,22 +371,30 @@ def render_index(sc, width: int, height: int, tmpdir: str, box_xyxy=None, fast_s
     return full
 
 
-def _render_rgb(sc, tmpdir: str, name: str) -> np.ndarray:
-    from PIL import Image
-
+def _output_settings(sc, fmt: str) -> None:
+    """8-bit display PNG ('png') or linear float RGBA EXR ('exr') for the next write."""
     st = sc.render.image_settings
     st.media_type = "IMAGE"
-    st.file_format = "PNG"
-    st.color_mode = "RGB"
-    st.color_depth = "8"
-    st.compression = 0
-    out = os.path.join(tmpdir, f"{name}.png")
-    sc.render.filepath = out
-    bpy.ops.render.render(write_still=True)
-    with Image.open(out) as im:
+    if fmt == "png":
+        st.file_format, st.color_mode, st.color_depth, st.compression = "PNG", "RGB", "8", 0
+    else:
+        st.file_format, st.color_mode, st.color_depth, st.exr_codec = "OPEN_EXR", "RGBA", "32", "NONE"
+
+
+def _read_png_rgb(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
         rgb = np.asarray(im.convert("RGB")).copy()
-    os.unlink(out)
+    os.unlink(path)
     return rgb
+
+
+def _render_rgb(sc, tmpdir: str, name: str) -> np.ndarray:
+    _output_settings(sc, "png")
+    sc.render.filepath = out = os.path.join(tmpdir, f"{name}.png")
+    bpy.ops.render.render(write_still=True)
+    return _read_png_rgb(out)
 
 
 def configure_beauty(sc, samples: int, cfg: dict) -> str:
@@ -474,14 +482,8 @@ def render_beauty(sc, width: int, height: int, samples: int, cfg: dict, region_x
 
 def _render_exr_rgba(sc, tmpdir: str, name: str) -> np.ndarray:
     """Linear RGBA float32 (h, w, 4), rows top to bottom, premultiplied (Cycles' film)."""
-    st = sc.render.image_settings
-    st.media_type = "IMAGE"
-    st.file_format = "OPEN_EXR"
-    st.color_mode = "RGBA"
-    st.color_depth = "32"
-    st.exr_codec = "NONE"
-    out = os.path.join(tmpdir, f"{name}.exr")
-    sc.render.filepath = out
+    _output_settings(sc, "exr")
+    sc.render.filepath = out = os.path.join(tmpdir, f"{name}.exr")
     bpy.ops.render.render(write_still=True)
     import OpenEXR
 
@@ -498,28 +500,18 @@ def _render_exr_rgba(sc, tmpdir: str, name: str) -> np.ndarray:
 def display_rgb(sc, linear_rgb: np.ndarray, tmpdir: str) -> np.ndarray:
     """Scene-linear RGB (h, w, 3) -> display uint8 through Blender's own colour management (the scene's view
     transform, look, exposure, dither), exactly as Cycles' film output is saved."""
-    from PIL import Image
-
     h, w = linear_rgb.shape[:2]
     im = bpy.data.images.new("objascale_composite", w, h, alpha=True, float_buffer=True)
     try:
         px = np.ones((h, w, 4), np.float32)
         px[..., :3] = linear_rgb[::-1]  # bpy rows run bottom to top
         im.pixels.foreach_set(px.ravel())
-        st = sc.render.image_settings
-        st.media_type = "IMAGE"
-        st.file_format = "PNG"
-        st.color_mode = "RGB"
-        st.color_depth = "8"
-        st.compression = 0
+        _output_settings(sc, "png")
         out = os.path.join(tmpdir, "composite.png")
         im.save_render(out, scene=sc)
     finally:
         bpy.data.images.remove(im)
-    with Image.open(out) as f:
-        rgb = np.asarray(f.convert("RGB")).copy()
-    os.unlink(out)
-    return rgb
+    return _read_png_rgb(out)
 
 
 def render_composite(sc, width: int, height: int, samples: int, cfg: dict, region_xyxy, background_linear: np.ndarray,
