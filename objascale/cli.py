@@ -52,7 +52,7 @@ HELP = {
     "max_bounces": "Cycles max light bounces",
     "threads": "Cycles threads per worker (0 = all cores)",
     "region_render": "Cycles renders only the objects' screen region; the rest is the plain HDRI (see analytic_background)",
-    "region_min_saving": "use region rendering when frame area / region area >= this",
+    "region_min_saving": "with --no-analytic-background: use region rendering when frame area / region area >= this",
     "background_samples": "samples of the full-frame Cycles background pass (only with --no-analytic-background)",
     "analytic_background": "background = exact per-pixel HDRI lookup in numpy, objects composited over it with their "
                            "alpha (off: a low-sample Cycles pass of the full frame, only when region_min_saving is met)",

@@ -45,6 +45,15 @@ def samples_for_ratio(cfg: Config, ratio: float) -> int:
     return int(round(math.exp(math.log(cfg.samples_min) + t * (math.log(cfg.samples_max) - math.log(cfg.samples_min)))))
 
 
+def capped_samples(samples: int, region_px: int, budget_mpx: float, samples_min: int) -> int:
+    """Planned samples, capped so samples x rendered pixels <= budget_mpx megapixel-samples, never below samples_min
+    (nor above the plan). Adaptive sampling + OIDN keep large regions clean at low counts; 0 = no cap."""
+    budget = float(budget_mpx or 0.0) * 1e6
+    if budget <= 0 or region_px <= 0:
+        return int(samples)
+    return int(max(min(samples, samples_min), min(samples, budget // region_px)))
+
+
 @dataclass
 class Catalog:
     """What plans draw from: categories (sorted), their objects, all objects (for distractors), HDRIs."""

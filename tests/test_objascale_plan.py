@@ -251,3 +251,13 @@ def test_sweethome3d_catalogue_rotations_match_sizes():
         want = np.array([w, h, d]) / max(w, h, d)
         ext = np.ptp(v @ r.T, 0)
         assert np.allclose(ext / ext.max(), want, atol=0.02), (o.id, ext / ext.max(), want)
+
+
+def test_capped_samples_budget():
+    from objascale.plan import capped_samples
+
+    assert capped_samples(128, 4_000_000, 0.0, 16) == 128  # no budget: the plan
+    assert capped_samples(128, 4_000_000, 16.0, 16) == 16  # 16 Mpx-samples over 4 MP: 4, floored at samples_min
+    assert capped_samples(128, 500_000, 16.0, 16) == 32
+    assert capped_samples(20, 10_000, 16.0, 16) == 20  # a small region keeps the planned count
+    assert capped_samples(8, 4_000_000, 16.0, 16) == 8  # never above the plan

@@ -23,6 +23,8 @@ import bpy
 import mathutils
 import numpy as np
 
+from objascale.plan import capped_samples
+
 TARGET_INDEX = 1
 
 
@@ -429,21 +431,10 @@ def configure_beauty(sc, samples: int, cfg: dict) -> str:
     return denoiser
 
 
-def capped_samples(samples: int, region_px: int, cfg: dict) -> int:
-    """Plan samples, capped so samples × rendered pixels stays within the budget (never below samples_min).
-
-    Adaptive sampling + OIDN keep large regions clean at low counts; the cap bounds the cost of big objects in
-    multi-megapixel frames (0 = no cap)."""
-    budget = float(cfg.get("sample_budget_mpx", 0.0) or 0.0) * 1e6
-    if budget <= 0 or region_px <= 0:
-        return int(samples)
-    return int(max(min(samples, cfg["samples_min"]), min(samples, budget // region_px)))
-
-
 def render_beauty(sc, width: int, height: int, samples: int, cfg: dict, region_xyxy, tmpdir: str) -> tuple[np.ndarray, dict]:
     """RGB uint8 (H, W, 3). With region_xyxy (pixel box), full quality only there, low samples elsewhere."""
-    n = capped_samples(samples, width * height if region_xyxy is None else
-                       (region_xyxy[2] - region_xyxy[0]) * (region_xyxy[3] - region_xyxy[1]), cfg)
+    region_px = width * height if region_xyxy is None else (region_xyxy[2] - region_xyxy[0]) * (region_xyxy[3] - region_xyxy[1])
+    n = capped_samples(samples, region_px, cfg.get("sample_budget_mpx", 0.0), cfg["samples_min"])
     info = {"samples": n, "samples_planned": samples}
     info["denoiser"] = configure_beauty(sc, n, cfg)
     sc.render.resolution_x, sc.render.resolution_y = width, height
@@ -522,7 +513,7 @@ def render_composite(sc, width: int, height: int, samples: int, cfg: dict, regio
     background is exact there; inside the region the composite is premultiplied over: C + (1 - alpha) * B."""
     x0, y0, x1, y1 = region_xyxy
     region_px = (x1 - x0) * (y1 - y0)
-    n = capped_samples(samples, region_px, cfg)
+    n = capped_samples(samples, region_px, cfg.get("sample_budget_mpx", 0.0), cfg["samples_min"])
     info = {"samples": n, "samples_planned": samples, "mode": "composite", "region_xyxy": [x0, y0, x1, y1],
             "background": "analytic equirectangular lookup"}
     info["denoiser"] = configure_beauty(sc, n, cfg)
