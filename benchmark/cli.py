@@ -9,6 +9,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import re
@@ -114,10 +115,36 @@ def resolve(args: argparse.Namespace) -> dict:
             raise ConfigError(f"--{k.replace('_', '-')} must be ≥ 0")
     if opts["min_area"] is not None and opts["max_area"] is not None and opts["min_area"] > opts["max_area"]:
         raise ConfigError("--min-area is larger than --max-area")
+    opts["dataset_fingerprints"] = {d: dataset_fingerprint(d) for d in opts["data"]}
     if not opts["run"]:
+        fp = hashlib.sha256("".join(opts["dataset_fingerprints"][d] for d in opts["data"]).encode()).hexdigest()[:8]
         ds = "+".join(re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(d.split("=")[0].split("::")[0]).stem if "=" in d else Path(d.split("::")[0]).stem) for d in opts["data"])
-        opts["run"] = "+".join(opts["model"]) + "_" + ds + (f"_limit{opts['limit']}" if opts["limit"] else "")
+        opts["run"] = "+".join(opts["model"]) + "_" + ds + (f"_limit{opts['limit']}" if opts["limit"] else "") + "_" + fp
     return opts
+
+
+DATA_SUFFIXES = {".png", ".jpg", ".jpeg", ".json", ".hdf5", ".h5", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def dataset_fingerprint(spec: str) -> str:
+    """Cheap content identity of a dataset spec: names and sizes of its image, mask and annotation files.
+
+    Part of the default run name and checked on resume, so records are never reused for a re-rendered or
+    edited dataset. Logs, manifests and metadata (which carry timings) are left out; a missing path gives ""
+    (the runner reports it).
+    """
+    spec = spec.split("=", 1)[1] if "=" in spec.split("::")[0] else spec
+    h = hashlib.sha256()
+    for part in spec.split("#")[0].split("::"):
+        root = Path(part)
+        if root.is_dir():
+            files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+                           and p.parent.name != "logs" and p.name not in ("manifest.json", "config.json"))
+        else:
+            files = [root] if root.is_file() else []
+        for f in files:
+            h.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{f.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def to_run_config(opts: dict, config_file=None, shard=None) -> RunConfig:
@@ -128,7 +155,8 @@ def to_run_config(opts: dict, config_file=None, shard=None) -> RunConfig:
         max_area_ratio=opts["max_area"], shard=shard or opts["shard"], boundary=bool(opts["boundary"]),
         retry_failed=bool(opts["retry_failed"]), flush_every=int(opts["flush_every"]), progress=bool(opts["progress"]),
         config_file=config_file,
-        extra={"executor": opts["executor"], "command_line": " ".join(sys.argv)},
+        extra={"executor": opts["executor"], "command_line": " ".join(sys.argv),
+               "dataset_fingerprints": opts["dataset_fingerprints"]},
     )
 
 

@@ -157,6 +157,13 @@ class Runner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         meta_path = self.run_dir / "run.json"
         prev = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        # resume keys name the dataset, not its content: a re-rendered or edited dataset must not reuse old records
+        old_fp = (prev.get("settings", {}).get("extra") or {}).get("dataset_fingerprints") or {}
+        new_fp = (self.cfg.extra or {}).get("dataset_fingerprints") or {}
+        changed = sorted(d for d in set(old_fp) & set(new_fp) if old_fp[d] != new_fp[d])
+        if changed:
+            raise ConfigError(f"run folder {self.run_dir} holds records of a different version of dataset(s) {changed} "
+                              "(files changed since); choose another --run or delete the folder")
         cfg = asdict(self.cfg)
         meta = {
             "created": prev.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),

@@ -199,6 +199,25 @@ def test_cli_config_file_and_area_filter(tmp_path, fakes):
     assert (tmp_path / "r" / "x" / "report.html").is_file()
 
 
+def test_changed_dataset_never_reuses_old_records(tmp_path, fakes, capsys):
+    data = make_coco_dataset(tmp_path / "ds", n_images=2, objects_per_image=2)
+    args = ["--model", "fake-good", "--data", str(data), "--results", str(tmp_path / "r"), "--no-progress", "--no-latest", "--no-report"]
+    assert cli_main(args) == 0
+    first = {p.name for p in (tmp_path / "r").iterdir()}
+    img = sorted((data / "images").iterdir())[0]
+    img.write_bytes(img.read_bytes() + b"\0")  # a re-rendered image: same name, other content
+    assert cli_main(args) == 0  # default run name follows the dataset version: a new folder, computed afresh
+    second = {p.name for p in (tmp_path / "r").iterdir()} - first
+    assert len(second) == 1 and len(read_rows(tmp_path / "r" / second.pop())) == len(read_rows(tmp_path / "r" / first.pop()))
+    # an explicit --run holding records of the old version stops before any work
+    assert cli_main(args + ["--run", "pinned"]) == 0
+    img.write_bytes(img.read_bytes() + b"\0")
+    n_before = len(read_rows(tmp_path / "r" / "pinned"))
+    assert cli_main(args + ["--run", "pinned"]) == 2
+    assert "different version of dataset" in capsys.readouterr().err
+    assert len(read_rows(tmp_path / "r" / "pinned")) == n_before
+
+
 @pytest.mark.slow
 def test_submitit_shards_then_merge_and_report(tmp_path):
     """The --executor path (submitit, here its local processes instead of Slurm): n shard jobs, one merged run."""
