@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from .datasets import dataset_fingerprint
 from .runner import ConfigError, RunConfig, Runner
 
 DEFAULTS = dict(model="flip-tiny", data="data/objascale-mini", results="results", weights=None, mode="5sigma",
@@ -121,30 +122,6 @@ def resolve(args: argparse.Namespace) -> dict:
         ds = "+".join(re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(d.split("=")[0].split("::")[0]).stem if "=" in d else Path(d.split("::")[0]).stem) for d in opts["data"])
         opts["run"] = "+".join(opts["model"]) + "_" + ds + (f"_limit{opts['limit']}" if opts["limit"] else "") + "_" + fp
     return opts
-
-
-DATA_SUFFIXES = {".png", ".jpg", ".jpeg", ".json", ".hdf5", ".h5", ".webp", ".bmp", ".tif", ".tiff"}
-
-
-def dataset_fingerprint(spec: str) -> str:
-    """Cheap content identity of a dataset spec: names and sizes of its image, mask and annotation files.
-
-    Part of the default run name and checked on resume, so records are never reused for a re-rendered or
-    edited dataset. Logs, manifests and metadata (which carry timings) are left out; a missing path gives ""
-    (the runner reports it).
-    """
-    spec = spec.split("=", 1)[1] if "=" in spec.split("::")[0] else spec
-    h = hashlib.sha256()
-    for part in spec.split("#")[0].split("::"):
-        root = Path(part)
-        if root.is_dir():
-            files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
-                           and p.parent.name != "logs" and p.name not in ("manifest.json", "config.json"))
-        else:
-            files = [root] if root.is_file() else []
-        for f in files:
-            h.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{f.stat().st_size}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def to_run_config(opts: dict, config_file=None, shard=None) -> RunConfig:

@@ -10,6 +10,7 @@ open_dataset(spec) accepts:
 from __future__ import annotations
 
 from dataclasses import dataclass
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,8 @@ __all__ = [
 ]
 
 
-def open_dataset(spec: str) -> Dataset:
-    """Open a dataset from a path spec (see module doc). Raises DatasetError before any work is done."""
+def parse_spec(spec: str) -> tuple[str | None, Path, str, str | None]:
+    """[NAME=]PATH[#SPLIT][::IMAGE_DIR] → (name, path, split, image_root); see the module doc."""
     name = None
     if "=" in spec and not Path(spec).exists():
         name, spec = spec.split("=", 1)
@@ -35,7 +36,37 @@ def open_dataset(spec: str) -> Dataset:
     image_root = None
     if "::" in spec:
         spec, image_root = spec.split("::", 1)
-    p = Path(spec)
+    return name, Path(spec), split, image_root
+
+
+DATA_SUFFIXES = {".png", ".jpg", ".jpeg", ".json", ".hdf5", ".h5", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def dataset_fingerprint(spec: str) -> str:
+    """Cheap content identity of a dataset spec: names and sizes of its image, mask and annotation files.
+
+    Part of the benchmark's default run name and checked on resume, so records are never reused for a
+    re-rendered or edited dataset. Logs, manifests and configs (which carry timings) are left out; a missing
+    path hashes to the empty digest (open_dataset reports it).
+    """
+    _, path, _, image_root = parse_spec(spec)
+    h = hashlib.sha256()
+    for root in (path, Path(image_root) if image_root else None):
+        if root is None:
+            continue
+        if root.is_dir():
+            files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+                           and p.parent.name != "logs" and p.name not in ("manifest.json", "config.json"))
+        else:
+            files = [root] if root.is_file() else []
+        for f in files:
+            h.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{f.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def open_dataset(spec: str) -> Dataset:
+    """Open a dataset from a path spec (see module doc). Raises DatasetError before any work is done."""
+    name, p, split, image_root = parse_spec(spec)
     if not p.exists():
         raise DatasetError(f"dataset path does not exist: {p}")
     if p.is_dir():
