@@ -5,20 +5,9 @@ from typing import Sequence
 
 import numpy as np
 
-from flip.prompt import Prompt, PromptError
-from flip.segmenter import PhaseTimer, check_image
-
-
-def default_device(device=None) -> str:
-    if device is not None:
-        return str(device)
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def count_parameters(module) -> int:
-    return int(sum(p.numel() for p in module.parameters()))
+from segcore.prompt import Prompt, PromptError
+from segcore.image import check_image
+from segcore.segmenter import PhaseTimer, count_parameters, default_device  # noqa: F401  (adapters use both)
 
 
 def boxes_array(prompts: Sequence[Prompt], width: int, height: int) -> np.ndarray:

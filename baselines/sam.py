@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from flip.prompt import Prompt
+from segcore.prompt import Prompt
 
 from .common import BaselineSegmenter, count_parameters
 from .weights import RANDOM, WeightsSpec, check_state_dict, load_state_dict, resolve, weights_id

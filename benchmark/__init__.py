@@ -1,4 +1,4 @@
 """Benchmark harness: any Segmenter on any dataset → per-object records → the paper's tables and plots.
 
-Light modules (no torch at import): benchmark.datasets, benchmark.metrics, benchmark.records.
+Light modules (no torch at import): segcore.datasets, segcore.metrics, segcore.records.
 """

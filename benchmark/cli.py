@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .datasets import dataset_fingerprint
+from segcore.datasets import dataset_fingerprint
 from .runner import ConfigError, RunConfig, Runner
 
 DEFAULTS = dict(model="flip-tiny", data="data/objascale-mini", results="results", weights=None, mode="5sigma",

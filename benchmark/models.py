@@ -12,8 +12,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from flip.prompt import Prompt
-from flip.segmenter import PHASES, PhaseTimer, check_image
+from segcore.prompt import Prompt
+from segcore.image import check_image
+from segcore.segmenter import PHASES, PhaseTimer
 
 NO_IOU_WEIGHTS = ("random", "none")  # weights ids whose IoU is meaningless: reported as n/a, never a number
 _LOCAL: dict[str, Callable[..., object]] = {}

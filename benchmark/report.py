@@ -21,7 +21,7 @@ import numpy as np
 
 from . import plots, stats, tables
 from .models import iou_is_meaningful
-from .records import SCHEMA_VERSION, merge as merge_records, read_frame, record_files
+from segcore.records import SCHEMA_VERSION, merge as merge_records, read_frame, record_files
 
 
 def _write(path: Path, text: str) -> None:

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from flip.prompt import Prompt, PromptError
+from segcore.prompt import Prompt, PromptError
 
 from . import models as model_registry
-from .datasets import Dataset, ItemError, Selection, open_dataset, select
+from segcore.datasets import Dataset, ItemError, Selection, open_dataset, select
 from .machine import machine_info
-from .metrics import object_metrics
-from .records import PHASE_COLUMNS, STATUS_FAILED, STATUS_OK, RecordWriter, done_keys, make_row
+from segcore.metrics import object_metrics
+from segcore.records import PHASE_COLUMNS, STATUS_FAILED, STATUS_OK, RecordWriter, done_keys, make_row
 
 log = logging.getLogger("benchmark")
 MODEL_PHASES = ("preprocess", "encoder", "decoder", "postprocess")  # the model's own time; data load is separate

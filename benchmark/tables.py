@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import MEDIUM_MAX, SMALL_MAX
+from segcore.metrics import MEDIUM_MAX, SMALL_MAX
 from .models import iou_is_meaningful
 
 SMALL_OBJECT_RATIO = 0.01  # Table 3: relative mask area < 1 % (strict, spec §7.4)

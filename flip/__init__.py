@@ -1,6 +1,4 @@
 """FLIP: fovea-like input patching for object-centric segmentation."""
-from .prompt import Prompt, PromptError  # noqa: F401
-from .segmenter import PhaseTimer, Segmenter  # noqa: F401
 from .registry import create_model, list_models  # noqa: F401
 from .weights import WeightImportError, load_weights, pretrained  # noqa: F401
 from .predictor import FlipPredictor  # noqa: F401

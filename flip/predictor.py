@@ -18,15 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from .modeling import TokenBatch
-from .prompt import PER_AXIS, CONVENTIONS, Prompt, PromptError, model_position, sampler_gaussian, validate_rho
-from .segmenter import PhaseTimer, check_image
+from segcore.prompt import Prompt, PromptError, validate_rho
+
+from .gaussian import CONVENTIONS, PER_AXIS, model_position, sampler_gaussian
+from segcore.image import check_image
+from segcore.segmenter import PhaseTimer, default_device
 
 MODES = ("5sigma", "hierarchical")
 SIGMA_MIN_PX = 0.64  # 0.005 model units
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def box_5sigma(g: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:

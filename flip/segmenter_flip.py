@@ -9,7 +9,9 @@ import torch
 
 from .modeling import count_parameters
 from .predictor import FlipPredictor, default_device
-from .prompt import PER_AXIS, PIXEL, Prompt
+from segcore.prompt import Prompt
+
+from .gaussian import PER_AXIS, PIXEL
 from .registry import create_model, list_models
 from .weights import WEIGHT_SOURCES, load_weights, pretrained, resolve_weights, weights_id_for
 

@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--config", help="TOML or YAML file with defaults for any flag below")
     a("--model", default="flip-tiny", help="registry name (flip.create_model)")
-    a("--data", nargs="+", default=[], help="training datasets (benchmark.datasets.open_dataset specs: ObjaScale "
+    a("--data", nargs="+", default=[], help="training datasets (segcore.datasets.open_dataset specs: ObjaScale "
       "folder, COCO json[::images], FLIP .hdf5, optional NAME=...)")
     a("--data-weights", nargs="+", type=float, default=None, help="sampling weight per --data entry (default equal)")
     a("--out", default="runs/flip-train", help="output folder: checkpoints, train.csv, tb/, config.json")

@@ -318,7 +318,7 @@ def resolve_weights(name: str, path=None) -> tuple[object, str, bool]:
 def pretrained(name: str = "flip-tiny", path=None, device=None):
     """A FLIP model with trained weights. Sets model.weights_id and model.gaussian_convention (per-axis for the
     authors' weights). See resolve_weights for the search order."""
-    from .prompt import PER_AXIS, PIXEL
+    from .gaussian import PER_AXIS, PIXEL
     from .registry import create_model
 
     model = create_model(name)

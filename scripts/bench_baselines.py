@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import baselines  # noqa: E402
-from flip.prompt import Prompt  # noqa: E402
+from segcore.prompt import Prompt  # noqa: E402
 
 FLIP = "flip-tiny"
 SLOW = {"sam-l", "sam-h"}  # ~1 min per forward on 2 CPU cores: --slow-repeats applies

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import flip  # noqa: E402
 from flip.modeling import TokenBatch  # noqa: E402
 from flip.predictor import FlipPredictor, box_5sigma  # noqa: E402
-from flip.prompt import Prompt  # noqa: E402
+from segcore.prompt import Prompt  # noqa: E402
 from flip.weights import reference_onnx  # noqa: E402
 
 

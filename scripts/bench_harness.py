@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.records import RecordWriter  # noqa: E402
+from segcore.records import RecordWriter  # noqa: E402
 from benchmark.runner import RunConfig, Runner, set_threads  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def main() -> int:
     a = p.parse_args()
     tmpdir = None
     data = a.data
-    from benchmark.datasets import DatasetError, open_dataset
+    from segcore.datasets import DatasetError, open_dataset
 
     try:
         open_dataset(data)

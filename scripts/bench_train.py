@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmark.datasets import open_dataset  # noqa: E402
+from segcore.datasets import open_dataset  # noqa: E402
 from flip.registry import create_model  # noqa: E402
 from flip.training.data import MixtureSampler, SampleConfig, TrainSet, collate, worker_init_fn  # noqa: E402
 from flip.training.groups import GroupBalancer, group_ious  # noqa: E402
@@ -57,7 +57,7 @@ def run(args, workers: int) -> tuple[float, float, int]:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="data/objascale-mini", help="dataset spec (benchmark.datasets.open_dataset)")
+    p.add_argument("--data", default="data/objascale-mini", help="dataset spec (segcore.datasets.open_dataset)")
     p.add_argument("--model", default="flip-tiny", help="registry name")
     p.add_argument("--batch-images", type=int, default=4, help="images per step")
     p.add_argument("--masks-per-image", type=int, default=4, help="objects per image")

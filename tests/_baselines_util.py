@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flip.prompt import Prompt
+from segcore.prompt import Prompt
 
 H, W = 72, 96
 

@@ -8,8 +8,8 @@ import torch
 
 import baselines
 from baselines.weights import WeightsError
-from flip.prompt import Prompt, PromptError
-from flip.segmenter import Segmenter
+from segcore.prompt import Prompt, PromptError
+from segcore.segmenter import Segmenter
 
 from ._baselines_util import H, W, image, masks, prompts
 
@@ -127,27 +127,58 @@ def test_efficientsam_mismatch_names_keys_and_shapes(tmp_path):
         baselines.create("efficientsam-t", weights=path)
 
 
-def test_efficientsam_torchscript_export_loads_and_matches_eager(tmp_path):
-    torch.manual_seed(3)
-    a = baselines.create("efficientsam-t", weights="random", device="cpu")
+def _official_export(path, seed: int, tweak=None):
+    """An export made as the official export_to_torchscript.py makes it: torch.jit.save(torch.jit.script(model))
+    of the freshly built model, here with seeded random weights of the project's EfficientSAM-T."""
+    from baselines.efficientsam_model import build_efficient_sam
+
+    torch.manual_seed(seed)
+    model = build_efficient_sam("vitt")
+    if tweak is not None:
+        tweak(model)
+    torch.jit.save(torch.jit.script(model), str(path))
+    return model
+
+
+def _prefer_mask(index: int):
+    """Make the IoU head predict the highest IoU for one multimask output, whatever the input."""
+
+    def tweak(model):
+        last = model.mask_decoder.iou_prediction_head.fc
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.copy_(torch.tensor([0.0, 0.1, 0.2, 0.3]))
+            last.bias[1 + index] = 5.0
+
+    return tweak
+
+
+def test_efficientsam_official_torchscript_export_gives_the_eager_masks(tmp_path):
     path = tmp_path / "efficient_sam_vitt_torchscript.pt"
-    torch.jit.save(torch.jit.script(a.model), str(path))  # same entry points as the official export
+    eager_model = _official_export(path, seed=3)
+    scripted = torch.jit.load(str(path))
+    args = [a.name for a in scripted.predict_masks.schema.arguments][1:7]
+    assert args == ["image_embeddings", "batched_points", "batched_point_labels", "multimask_output", "input_h", "input_w"]
+    a = baselines.create("efficientsam-t", weights="random", device="cpu")
+    a.model.load_state_dict(eager_model.state_dict())
     b = baselines.create("efficientsam-t", weights=path, device="cpu")
     assert isinstance(b.model, torch.jit.ScriptModule) and b.num_parameters == a.num_parameters
     for x, y in zip(_run(a), _run(b)):
+        assert x.any() or y.any()
         assert (x != y).mean() < 1e-3  # scripted kernels may round differently at the 0 threshold
 
 
-def test_efficientsam_box_is_two_points_labelled_2_and_3_and_best_iou_mask_is_kept():
+def test_efficientsam_points_are_rescaled_by_the_true_image_size():
+    """The official predict_masks rescales points by input_h/input_w: the wrapper must give the image's size
+    (−1 turns every box corner into a large negative coordinate)."""
     seg = baselines.create("efficientsam-t", weights="random", device="cpu")
     seg.set_image(image())
     calls = {}
     real = seg.model.predict_masks
 
-    def spy(emb, points, labels, multimask, h, w):
-        calls.update(points=points.clone(), labels=labels.clone(), multimask=multimask)
-        masks, iou = real(emb, points, labels, multimask, h, w)
-        return masks, iou
+    def spy(emb, points, labels, multimask, input_h, input_w):
+        calls.update(points=points.clone(), labels=labels.clone(), multimask=multimask, size=(input_h, input_w))
+        return real(emb, points, labels, multimask, input_h, input_w)
 
     seg.model.predict_masks = spy
     ps = prompts()
@@ -155,10 +186,65 @@ def test_efficientsam_box_is_two_points_labelled_2_and_3_and_best_iou_mask_is_ke
     expect = torch.tensor(np.stack([p.box_xyxy for p in ps]), dtype=torch.float32).reshape(1, 3, 2, 2)
     torch.testing.assert_close(calls["points"], expect)
     assert calls["labels"].tolist() == [[[2, 3]] * 3] and calls["multimask"] is True
-    # the model returns masks sorted by predicted IoU, best first (what the adapter keeps)
-    emb = seg.embeddings
-    m, iou = real(emb, expect, calls["labels"], True, -1, -1)
-    assert m.shape[2] == 3 and torch.all(iou[..., :-1] >= iou[..., 1:])
+    assert calls["size"] == (H, W)
+
+
+@pytest.mark.parametrize("preferred", [0, 2])
+def test_efficientsam_keeps_the_mask_with_the_highest_predicted_iou(tmp_path, preferred):
+    """The official code no longer sorts masks inside predict_masks; the wrapper picks the best itself,
+    for the eager model and for an official-style export alike."""
+    import torch.nn.functional as F
+
+    path = tmp_path / "export.pt"
+    model = _official_export(path, seed=4, tweak=_prefer_mask(preferred))
+    ps = prompts()
+    boxes = torch.tensor(np.stack([p.box_xyxy for p in ps]), dtype=torch.float32).reshape(1, len(ps), 2, 2)
+    labels = torch.tensor([2, 3]).expand(1, len(ps), 2)
+    x = torch.as_tensor(image()).permute(2, 0, 1)[None].float() / 255.0
+    with torch.inference_mode():
+        low, iou = model.predict_masks(model.get_image_embeddings(x), boxes, labels, True, H, W)
+        assert iou.argmax(-1).unique().tolist() == [preferred]  # decoder order, not sorted
+        expect = (F.interpolate(low[0, :, preferred : preferred + 1], (H, W), mode="bicubic") >= 0)[:, 0].numpy()
+        other = (F.interpolate(low[0, :, (preferred + 1) % 3 :][:, :1], (H, W), mode="bicubic") >= 0)[:, 0].numpy()
+    assert (expect != other).any()  # the choice is visible in the masks
+    eager = baselines.create("efficientsam-t", weights="random", device="cpu")
+    eager.model.load_state_dict(model.state_dict())
+    scripted = baselines.create("efficientsam-t", weights=path, device="cpu")
+    for seg in (eager, scripted):
+        got = _run(seg, ps=ps)
+        for g, e in zip(got, expect):
+            assert (g != e).mean() < 1e-3
+
+
+def test_efficientsam_export_with_another_predict_masks_signature_is_refused(tmp_path):
+    """An export whose predict_masks has no input size where the official one has it would silently give
+    wrong masks: refuse it with a clear error."""
+    from baselines.efficientsam_model import build_efficient_sam
+
+    class OldStyle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            inner = build_efficient_sam("vitt")
+            self.image_encoder, self.prompt_encoder, self.mask_decoder = inner.image_encoder, inner.prompt_encoder, inner.mask_decoder
+            self.register_buffer("pixel_mean", inner.pixel_mean, False)
+            self.register_buffer("pixel_std", inner.pixel_std, False)
+
+        @torch.jit.export
+        def get_image_embeddings(self, x: torch.Tensor) -> torch.Tensor:
+            return self.image_encoder(x)
+
+        @torch.jit.export
+        def predict_masks(self, e: torch.Tensor, p: torch.Tensor, l: torch.Tensor, multimask: bool,
+                          output_h: int = -1, output_w: int = -1) -> torch.Tensor:
+            return e
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    path = tmp_path / "old.pt"
+    torch.jit.save(torch.jit.script(OldStyle()), str(path))
+    with pytest.raises(WeightsError, match=r"predict_masks takes .*output_h.*expected the official .*input_h, input_w"):
+        baselines.create("efficientsam-t", weights=path, device="cpu")
 
 
 def test_sam_box_goes_through_the_resize_transform_unchanged_in_pixel_edges():

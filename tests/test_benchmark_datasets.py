@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from benchmark.datasets import (CocoDataset, DatasetError, FlipHdf5Dataset, ItemError, ObjaScaleDataset, Selection,
+from segcore.datasets import (CocoDataset, DatasetError, FlipHdf5Dataset, ItemError, ObjaScaleDataset, Selection,
                                 open_dataset, select, write_flip_hdf5)
 from benchmark.synthetic import make_coco_dataset, random_shapes
 
@@ -106,7 +106,7 @@ def test_hdf5_round_trip_and_corrupt_entries(tmp_path):
         np.testing.assert_array_equal(got[k], ref)  # PNG is lossless
     assert np.abs(ds.load_image(e).astype(int) - images[2]).mean() < 4  # JPEG q95 of a flat colour
     with h5py.File(path, "r") as f:
-        np.testing.assert_allclose(f["positions"][3], __import__("flip.prompt").prompt.rho_from_mask(masks[2][0]), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(f["positions"][3], __import__("segcore.prompt").prompt.rho_from_mask(masks[2][0]), rtol=1e-5, atol=1e-7)
     ds.close()
     with h5py.File(path, "a") as f:  # break one image and one mask
         f["rgb_images"][1] = np.frombuffer(b"not a jpeg", np.uint8)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from benchmark.metrics import boundary_dilation, boundary_iou, inner_boundary, mask_iou, object_metrics, size_class
+from segcore.metrics import boundary_dilation, boundary_iou, inner_boundary, mask_iou, object_metrics, size_class
 
 
 def _rle(m):

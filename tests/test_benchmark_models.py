@@ -51,7 +51,7 @@ def test_non_segmenters_and_build_errors_are_model_errors(monkeypatch):
 
 
 def test_noop_and_oracle_box():
-    from flip.prompt import Prompt
+    from segcore.prompt import Prompt
 
     m = np.zeros((10, 12), bool)
     m[2:5, 3:9] = True
@@ -66,7 +66,7 @@ def test_noop_and_oracle_box():
 
 @pytest.mark.skipif(not (ROOT / "data/objascale-mini/annotations.json").is_file(), reason="data/objascale-mini not rendered")
 def test_objascale_folder_and_its_hdf5_export_agree():
-    from benchmark.datasets import open_dataset
+    from segcore.datasets import open_dataset
 
     folder = open_dataset(str(ROOT / "data/objascale-mini"))
     h5s = sorted((ROOT / "data/objascale-mini").glob("*.hdf5"))
@@ -93,7 +93,7 @@ def _reference_onnx():
 @pytest.mark.skipif(_reference_onnx() is None, reason="authors' flip-tiny-fused.onnx not found (../shared/reference or $FLIP_REFERENCE_ONNX)")
 def test_flip_tiny_with_authors_weights_through_the_harness(tmp_path):
     """The real model in the real loop: authors' weights id, token counts and a meaningful IoU are recorded."""
-    from benchmark.records import read_rows
+    from segcore.records import read_rows
     from benchmark.runner import RunConfig, Runner
     from benchmark.synthetic import make_coco_dataset
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmark.plots import ABS_AREA_EDGES, REL_AREA_EDGES, RESOLUTION_EDGES, heatmap_bins
-from benchmark.records import make_row, write_csv
+from segcore.records import make_row, write_csv
 from benchmark.report import make_report
 from benchmark.stats import bootstrap_mean_ci
 

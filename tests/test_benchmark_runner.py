@@ -6,12 +6,12 @@ import pytest
 
 from benchmark import models
 from benchmark.cli import main as cli_main
-from benchmark.datasets import open_dataset
-from benchmark.records import read_frame, read_rows
+from segcore.datasets import open_dataset
+from segcore.records import read_frame, read_rows
 from benchmark.report import make_report
 from benchmark.runner import ConfigError, RunConfig, Runner
 from benchmark.synthetic import make_coco_dataset
-from flip.segmenter import PhaseTimer
+from segcore.segmenter import PhaseTimer
 
 
 class FakeSegmenter:
@@ -159,7 +159,7 @@ def test_retry_failed_reruns_only_failures(tmp_path, fakes):
 
 
 def test_shards_merge_to_the_full_run(tmp_path, fakes):
-    from benchmark.records import merge
+    from segcore.records import merge
 
     data = make_coco_dataset(tmp_path / "ds", n_images=5, objects_per_image=2)
     for k in range(3):

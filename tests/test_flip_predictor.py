@@ -5,8 +5,8 @@ import torch
 
 import flip
 from flip.predictor import SIGMA_MIN_PX, FlipPredictor, box_5sigma, hierarchical_sizes
-from flip.prompt import Prompt, PromptError
-from flip.segmenter import Segmenter
+from segcore.prompt import Prompt, PromptError
+from segcore.segmenter import Segmenter
 
 from .flip_testutil import reference_onnx
 
@@ -67,7 +67,7 @@ def test_predict_shapes_batching_and_timings(mode):
     assert set(seg.timings) >= {"preprocess", "encoder", "decoder", "postprocess"}
     # predicted pixels lie inside the 5σ box
     for p, o in zip(prompts, out):
-        from flip.prompt import sampler_gaussian
+        from flip.gaussian import sampler_gaussian
         g = sampler_gaussian(p.rho, p.width, p.height, seg.predictor.convention)
         g[2:4] = np.maximum(g[2:4], SIGMA_MIN_PX)
         x0, y0, x1, y1 = box_5sigma(g, p.width, p.height)

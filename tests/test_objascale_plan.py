@@ -136,7 +136,7 @@ def test_coco_and_hdf5_round_trip(tmp_path):
     from pycocotools import mask as mask_utils
     from pycocotools.coco import COCO
 
-    from flip.prompt import Prompt
+    from segcore.prompt import Prompt
     from objascale.export import build_coco, write_hdf5, write_manifest
     from objascale.io import Layout, atomic_write_json, encode_image
 

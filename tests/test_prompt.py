@@ -3,20 +3,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from flip.prompt import (
-    PER_AXIS,
-    PIXEL,
-    Prompt,
-    PromptError,
-    box_from_mask,
-    model_position,
-    rho_from_mask,
-    rot_from_rho,
-    sampler_gaussian,
-    validate_rho,
-    xywh_to_xyxy,
-    xyxy_to_xywh,
-)
+from flip.gaussian import PER_AXIS, PIXEL, model_position, rot_from_rho, sampler_gaussian
+from segcore.prompt import Prompt, PromptError, box_from_mask, rho_from_mask, validate_rho, xywh_to_xyxy, xyxy_to_xywh
 
 
 def ellipse(h, w, cx, cy, ax, ay, angle_deg):
@@ -112,4 +100,4 @@ def test_errors_are_clear():
     full = Prompt.from_mask(np.ones((7, 9), bool))  # a full mask is valid
     assert full.area == 63 and np.allclose(full.rho[:2], 0)
     one = Prompt.from_mask(np.pad(np.ones((1, 1), bool), 3))  # one pixel: zero variance, clipped stds
-    assert one.rot()[2] == pytest.approx(1e-8)
+    assert rot_from_rho(one.rho)[2] == pytest.approx(1e-8)

@@ -56,7 +56,7 @@ def _args(tmp, data, **kw):
 
 
 def _fixed_batch(data, balancer=None):
-    from benchmark.datasets import open_dataset
+    from segcore.datasets import open_dataset
 
     ds = TrainSet([open_dataset(str(data))], SampleConfig(max_tokens=256, mean_tokens=96, masks_per_image=2), seed=3,
                   group_counts=None if balancer is None else balancer.shared)
@@ -126,8 +126,8 @@ def test_config_errors_stop_before_work(tmp_path):
 
 def test_exported_checkpoint_loads_for_inference(tiny_data, tmp_path):
     import flip
-    from benchmark.datasets import open_dataset
-    from flip.prompt import Prompt
+    from segcore.datasets import open_dataset
+    from segcore.prompt import Prompt
     from flip.training.export import export
 
     out = tmp_path / "run"
@@ -153,7 +153,7 @@ def test_exported_checkpoint_loads_for_inference(tiny_data, tmp_path):
 def test_dataloader_workers_see_the_shared_group_counts(tiny_data):
     """Workers read the balancer's shared-memory tensor; at most the prefetched batches carry the old split, and
     every batch records the counts it was drawn with."""
-    from benchmark.datasets import open_dataset
+    from segcore.datasets import open_dataset
     from flip.training.data import worker_init_fn
 
     bal = GroupBalancer()

@@ -60,7 +60,5 @@ class FLIP(nn.Module):
         return self.decode(self.encode(batch, mode), coords, q_lens, mode)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return int(sum(p.numel() for p in model.parameters()))
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flip.prompt import PER_AXIS, PIXEL, PromptError, rho_from_mask, rot_from_rho
+from flip.gaussian import PER_AXIS, PIXEL, rot_from_rho
+from segcore.prompt import PromptError, rho_from_mask
 
 log = logging.getLogger("flip.train")
 

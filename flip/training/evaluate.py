@@ -18,7 +18,7 @@ BUCKETS = [("<0.01%", 0.0, 1e-4), ("0.01-0.1%", 1e-4, 1e-3), ("0.1-1%", 1e-3, 1e
 
 
 def run_model(model: str, weights: str, data: str, run_dir: Path, mode: str, threads: int, seed: int):
-    from benchmark.records import STATUS_OK, read_frame
+    from segcore.records import STATUS_OK, read_frame
     from benchmark.runner import RunConfig, run
 
     run(RunConfig(models=[model], datasets=[data], run_dir=str(run_dir), weights=weights, mode=mode, seed=seed,

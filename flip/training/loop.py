@@ -49,7 +49,7 @@ def setup_distributed(device_arg: str | None):
 
 
 def open_datasets(specs, weights):
-    from benchmark.datasets import DatasetError, open_dataset
+    from segcore.datasets import DatasetError, open_dataset
 
     if not specs:
         raise ConfigError("no training data: pass --data PATH [PATH ...]")
@@ -182,7 +182,7 @@ def evaluate(args, out: Path, step: int, model) -> dict | None:
         run(RunConfig(models=[args.model], datasets=[args.eval_data], run_dir=str(run_dir), weights=str(wpath),
                       limit=args.eval_objects, seed=args.seed, boundary=False, progress=False, warmup=0,
                       threads=args.threads))
-        from benchmark.records import STATUS_OK, read_frame
+        from segcore.records import STATUS_OK, read_frame
 
         df = read_frame(run_dir)
         if df is None or len(df) == 0:

@@ -1,32 +1,15 @@
-"""The FLIP HDF5 layout (flip-spec §10): JPEG bytes per image, PNG bytes per object, index arrays.
-
-The authors' evaluation files open here unchanged, so their six Table 1 columns reproduce without conversion.
-"""
+"""Reads the FLIP HDF5 layout (segcore/hdf5.py, docs/flip.md §10): the authors' evaluation files open here
+unchanged, so their six Table 1 columns reproduce without conversion."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..hdf5 import REQUIRED, decode_mask
 from .base import Dataset, DatasetError, ImageEntry, ItemError, ObjectEntry, decode_image_bytes
 
-REQUIRED = ("rgb_images", "instance_masks", "image_instance_indices")
-
-
-def decode_mask_png(data: bytes, what: str) -> np.ndarray:
-    """PNG of a uint8 0/255 mask -> bool (value > 128, as the authors' reader does)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(bytes(data))) as im:
-            arr = np.asarray(im)
-    except Exception as e:
-        raise ItemError(f"{what}: cannot decode mask PNG ({type(e).__name__}: {e})") from None
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    return arr > 128
 
 
 class FlipHdf5Dataset(Dataset):
@@ -98,7 +81,7 @@ class FlipHdf5Dataset(Dataset):
             what = f"object {oid} of image {entry.image_id}"
             try:
                 data = self.file["instance_masks"][int(oid)]
-                out[oid] = np.asarray(data) > 128 if data.ndim == 2 else decode_mask_png(data, what)
+                out[oid] = decode_mask(data, what)
             except ItemError as e:
                 out[oid] = e
             except Exception as e:
@@ -107,44 +90,3 @@ class FlipHdf5Dataset(Dataset):
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "path": str(self.path)}
-
-
-def write_flip_hdf5(path, images: Sequence[np.ndarray], masks_per_image: Sequence[Sequence[np.ndarray]], image_ids=None) -> None:
-    """Write a small file in the authors' layout (used by tests and converters). JPEG q95 / PNG, like the reference."""
-    import h5py
-    from PIL import Image
-
-    from flip.prompt import rho_from_mask
-
-    def enc(arr, fmt, **kw):
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, format=fmt, **kw)
-        return np.frombuffer(buf.getvalue(), dtype=np.uint8)
-
-    vl = h5py.vlen_dtype(np.uint8)
-    n_obj = sum(len(m) for m in masks_per_image)
-    tmp = Path(str(path) + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        rgb = f.create_dataset("rgb_images", (len(images),), dtype=vl)
-        inst = f.create_dataset("instance_masks", (n_obj,), dtype=vl)
-        pos = np.zeros((n_obj, 5), np.float32)
-        owner = np.zeros((n_obj, 1), np.int64)
-        ranges = np.zeros((len(images), 2), np.int64)
-        k = 0
-        for i, (img, masks) in enumerate(zip(images, masks_per_image)):
-            rgb[i] = enc(img, "JPEG", quality=95)
-            ranges[i] = (k, len(masks))
-            for m in masks:
-                inst[k] = enc((np.asarray(m) > 0).astype(np.uint8) * 255, "PNG")
-                pos[k] = rho_from_mask(m) if np.any(m) else 0
-                owner[k] = i
-                k += 1
-        f.create_dataset("positions", data=pos, compression="gzip", compression_opts=5)
-        f.create_dataset("instance_masks_images", data=owner, compression="gzip", compression_opts=5)
-        f.create_dataset("image_instance_indices", data=ranges, compression="gzip", compression_opts=5)
-        f.create_dataset("sequence_indices", data=np.stack([np.arange(len(images)), np.ones(len(images))], 1).astype(np.int64))
-        ids = np.arange(len(images)) if image_ids is None else np.asarray(image_ids)
-        f.create_dataset("coco_image_ids", data=ids.astype(np.int64))
-    import os
-
-    os.replace(tmp, path)

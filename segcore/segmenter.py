@@ -1,4 +1,4 @@
-"""The one protocol every model in the suite implements (architecture.md), plus its phase timer."""
+"""The one protocol every model in the suite implements (docs/architecture.md), plus its phase timer."""
 from __future__ import annotations
 
 import time
@@ -63,15 +63,17 @@ class PhaseTimer:
             self.times[phase] = self.times.get(phase, 0.0) + time.perf_counter() - t0
 
 
-def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """RGB uint8 HWC, C-contiguous; grayscale is expanded, RGBA is dropped to RGB, anything else is an error."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise TypeError(f"{name}: expected uint8 RGB, got dtype {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"{name}: expected shape (H, W, 3), got {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"{name}: empty image of shape {image.shape}")
-    return np.ascontiguousarray(image[:, :, :3])
+def count_parameters(module) -> int:
+    """Sum of numel over a torch module's parameters (duck-typed: no torch import here)."""
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def default_device(device=None) -> str:
+    """The device to run on: the caller's choice, else CUDA when present, else the CPU.
+
+    torch is imported only when this is called, so importing segcore stays torch-free."""
+    if device is not None:
+        return str(device)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

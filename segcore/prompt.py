@@ -1,15 +1,12 @@
-"""Prompts: the Gaussian of a mask in the formats FLIP uses, and the tight box for box-prompted models.
+"""Prompts: the Gaussian of a mask and its tight box, derived in one place for every model and dataset.
 
-Frames (spec §0):
+Frames (docs/flip.md §0):
   norm   x_n = 2·col/(W−1) − 1, y_n = 2·row/(H−1) − 1
   pixel  continuous (x, y), pixel (col, row) has its value at integer (col, row)
-  model  x_m = x_px/128 − W/256, y_m = y_px/128 − H/256
 
-Formats:
-  rho  (μx, μy, σx², σy², σxy) in the norm frame: the authors' stored 5-float form
-  rot  (μx, μy, s1, s2, a, b): minor/major std and the (mirrored) minor-axis direction
-
-Every prompt in the suite is derived from a mask here, in one place (architecture.md).
+rho = (μx, μy, σx², σy², σxy) in the norm frame: the 5-float form the FLIP HDF5 files store.
+How a model turns rho into its own input (FLIP's rot form and model units) belongs to the model: flip/gaussian.py.
+Plain NumPy: importing this never loads torch.
 """
 from __future__ import annotations
 
@@ -18,9 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 EPS = 1e-16
-PER_AXIS = "per-axis"  # the authors' convention (released weights): stds scaled by W/256 and H/256
-PIXEL = "pixel"  # exact pixel-space covariance, for models trained with it
-CONVENTIONS = (PER_AXIS, PIXEL)
 
 
 class PromptError(ValueError):
@@ -56,18 +50,6 @@ def rho_from_mask(mask: np.ndarray) -> np.ndarray:
     return np.array([mx, my, vx, vy, vxy], dtype=np.float64)
 
 
-def rot_from_rho(rho: np.ndarray) -> np.ndarray:
-    """rho (..., 5) → rot (..., 6), exactly the authors' formula with its clips (spec §0)."""
-    rho = np.asarray(rho, dtype=np.float64)
-    mx, my, vx, vy, vxy = np.moveaxis(rho, -1, 0)
-    t = np.sqrt(np.maximum((vx - vy) ** 2 + 4 * vxy * vxy, EPS))
-    s1 = np.sqrt(np.maximum((vx + vy) / 2 - t / 2, EPS))
-    s2 = np.sqrt(np.maximum((vx + vy) / 2 + t / 2, EPS))
-    a0 = 2 * vxy / np.maximum(vx - vy + t, EPS)
-    n = np.sqrt(np.maximum(a0 * a0 + 1.0, EPS))
-    return np.stack([mx, my, s1, s2, a0 / n, 1.0 / n], axis=-1)
-
-
 def pixel_moments_from_rho(rho: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean (2,) and covariance (2, 2) in pixels from the norm-frame rho."""
     sx, sy = (width - 1) / 2.0, (height - 1) / 2.0
@@ -82,34 +64,6 @@ def rho_from_pixel_moments(mean: np.ndarray, cov: np.ndarray, width: int, height
     mean = np.asarray(mean, dtype=np.float64)
     cov = np.asarray(cov, dtype=np.float64)
     return np.array([mean[0] / sx - 1, mean[1] / sy - 1, cov[0, 0] / sx**2, cov[1, 1] / sy**2, cov[0, 1] / (sx * sy)])
-
-
-def model_position(rho: np.ndarray, width: int, height: int, convention: str = PER_AXIS) -> np.ndarray:
-    """The 6-float position the network takes, in model units.
-
-    per-axis: the authors' conversion (rot in the norm frame, s1·W/256, s2·H/256); exact only for square
-    images, but it is what the released weights were trained with (spec §0).
-    pixel:    rot of the true pixel covariance, converted to model units (1 unit = 128 px).
-    """
-    if convention == PER_AXIS:
-        r = rot_from_rho(rho)
-        return np.array([r[0] * width / 256, r[1] * height / 256, r[2] * width / 256, r[3] * height / 256, r[4], r[5]])
-    if convention == PIXEL:
-        mean, cov = pixel_moments_from_rho(rho, width, height)
-        mu_m = mean / 128.0 - np.array([width, height]) / 256.0
-        r = rot_from_rho(np.array([mu_m[0], mu_m[1], cov[0, 0], cov[1, 1], cov[0, 1]]) / np.array([1, 1, 128**2, 128**2, 128**2]))
-        return r
-    raise ValueError(f"unknown Gaussian convention {convention!r}; choose one of {CONVENTIONS}")
-
-
-def sampler_gaussian(rho: np.ndarray, width: int, height: int, convention: str = PER_AXIS) -> np.ndarray:
-    """(μx, μy, s1, s2, a, b) in pixels, as the fovea sampler and the 5σ box use it (no √2 widening).
-
-    It is the model-units position mapped back to pixels, so the patches, the box and the embedding always
-    agree on one Gaussian whichever convention is chosen.
-    """
-    p = model_position(rho, width, height, convention)
-    return np.array([(p[0] + width / 256) * 128, (p[1] + height / 256) * 128, p[2] * 128, p[3] * 128, p[4], p[5]])
 
 
 def box_from_mask(mask: np.ndarray) -> np.ndarray:
@@ -156,7 +110,14 @@ class Prompt:
     width: int
     height: int
     area: int = 0  # mask pixels, when built from a mask
-    meta: dict = field(default_factory=dict, compare=False)
+    meta: dict = field(default_factory=dict, compare=False)  # image_id / object_id when known (seeds use them)
+
+    def identity(self) -> str:
+        """A stable name for per-object seeds: (image id, object id) when known, else the prompt's own numbers."""
+        iid, oid = self.meta.get("image_id"), self.meta.get("object_id")
+        if iid is not None and oid is not None:
+            return f"{iid}/{oid}"
+        return "rho:" + ",".join(f"{v:.17g}" for v in np.asarray(self.rho, dtype=np.float64)) + f"@{self.width}x{self.height}"
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, **meta) -> "Prompt":
@@ -186,12 +147,6 @@ class Prompt:
     @property
     def cov_px(self) -> np.ndarray:
         return pixel_moments_from_rho(self.rho, self.width, self.height)[1]
-
-    def rot(self) -> np.ndarray:
-        return rot_from_rho(self.rho)
-
-    def model_position(self, convention: str = PER_AXIS) -> np.ndarray:
-        return model_position(self.rho, self.width, self.height, convention)
 
 
 def validate_rho(rho: np.ndarray, name: str = "Gaussian") -> None:

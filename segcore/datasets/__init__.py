@@ -17,7 +17,8 @@ import numpy as np
 
 from .base import Dataset, DatasetError, ImageEntry, ItemError, ObjectEntry, Sample
 from .coco import CocoDataset, ObjaScaleDataset, segmentation_to_rle
-from .hdf5 import FlipHdf5Dataset, write_flip_hdf5
+from ..hdf5 import write_flip_hdf5
+from .hdf5 import FlipHdf5Dataset
 
 __all__ = [
     "Dataset", "DatasetError", "ImageEntry", "ItemError", "ObjectEntry", "Sample", "CocoDataset", "ObjaScaleDataset",

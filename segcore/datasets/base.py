@@ -11,13 +11,11 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..image import ItemError, decode_image_bytes, read_image_file  # noqa: F401  (re-exported)
+
 
 class DatasetError(ValueError):
     """A dataset that cannot be opened at all (missing path, unreadable index): a configuration error."""
-
-
-class ItemError(ValueError):
-    """One image or object that cannot be decoded; the run logs it, counts it and goes on."""
 
 
 @dataclass(frozen=True)
@@ -94,27 +92,3 @@ class Dataset:
     def __iter__(self) -> Iterator[Sample]:
         for entry in self.index():
             yield self.sample(entry)
-
-
-def decode_image_bytes(data: bytes, what: str) -> np.ndarray:
-    """JPEG/PNG bytes -> RGB uint8 HWC with PIL; raises ItemError naming `what` on failure."""
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(bytes(data))) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as e:  # PIL raises many types for broken files
-        raise ItemError(f"{what}: cannot decode image ({type(e).__name__}: {e})") from None
-
-
-def read_image_file(path, what: str | None = None) -> np.ndarray:
-    from PIL import Image
-
-    what = what or str(path)
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as e:
-        raise ItemError(f"{what}: cannot read image {path} ({type(e).__name__}: {e})") from None
