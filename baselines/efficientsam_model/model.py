@@ -1,8 +1,8 @@
 """EfficientSAM assembled, with the two entry points of the released TorchScript exports:
-get_image_embeddings(images) and predict_masks(embeddings, points, labels, multimask, h, w).
+get_image_embeddings(images) and predict_masks(embeddings, points, labels, multimask, input_h, input_w[, output_h, output_w]).
 
 Images are (B, 3, H, W) floats in [0, 1], squashed (not letterboxed) to 1024² and ImageNet-normalised.
-Points are in input-image pixels; the size of the last image given to get_image_embeddings rescales them.
+Points are in pixels of the input image, whose size (input_h, input_w) the caller passes to predict_masks.
 """
 from __future__ import annotations
 
@@ -32,13 +32,9 @@ class EfficientSam(nn.Module):
         self.decoder_max_num_input_points = max_points
         self.register_buffer("pixel_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), False)
-        self.H = -1
-        self.W = -1
 
     @torch.jit.export
     def get_image_embeddings(self, batched_images: torch.Tensor) -> torch.Tensor:
-        self.H = batched_images.shape[2]
-        self.W = batched_images.shape[3]
         s = self.image_encoder.img_size
         x = batched_images
         if x.shape[2] != s or x.shape[3] != s:
@@ -52,15 +48,16 @@ class EfficientSam(nn.Module):
         batched_points: torch.Tensor,
         batched_point_labels: torch.Tensor,
         multimask_output: bool,
+        input_h: int,
+        input_w: int,
         output_h: int = -1,
         output_w: int = -1,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """points (B, Q, N, 2), labels (B, Q, N) → masks (B, Q, K, h, w) logits and IoU (B, Q, K), sorted best first."""
-        if self.H <= 0 or self.W <= 0:
-            raise RuntimeError("get_image_embeddings must run before predict_masks")
+        """points (B, Q, N, 2) in pixels of an input_h × input_w image, labels (B, Q, N) → masks (B, Q, K, h, w)
+        logits and IoU (B, Q, K), in decoder order (not sorted by IoU, like the official code since it dropped sorting)."""
         b, q, n, _ = batched_points.shape
         s = float(self.image_encoder.img_size)
-        scale = torch.tensor([s / self.W, s / self.H], device=batched_points.device, dtype=torch.float32)
+        scale = torch.tensor([s / input_w, s / input_h], device=batched_points.device, dtype=torch.float32)
         pts = torch.where(batched_points >= 0, batched_points * scale, torch.full_like(batched_points, -1.0))
         labels = batched_point_labels
         m = self.decoder_max_num_input_points
@@ -76,16 +73,12 @@ class EfficientSam(nn.Module):
         if output_h > 0 and output_w > 0:
             masks = F.interpolate(masks, (output_h, output_w), mode="bicubic")
             hh, ww = output_h, output_w
-        masks = masks.reshape(b, q, k, hh, ww)
-        iou = iou.reshape(b, q, k)
-        order = torch.argsort(iou, dim=-1, descending=True)
-        iou = torch.take_along_dim(iou, order, dim=2)
-        masks = torch.take_along_dim(masks, order[..., None, None], dim=2)
-        return masks, iou
+        return masks.reshape(b, q, k, hh, ww), iou.reshape(b, q, k)
 
     def forward(self, batched_images: torch.Tensor, batched_points: torch.Tensor, batched_point_labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        h, w = batched_images.shape[2], batched_images.shape[3]
         emb = self.get_image_embeddings(batched_images)
-        return self.predict_masks(emb, batched_points, batched_point_labels, True, self.H, self.W)
+        return self.predict_masks(emb, batched_points, batched_point_labels, True, h, w, h, w)
 
 
 def build_efficient_sam(variant: str = "vitt") -> EfficientSam:
