@@ -10,23 +10,30 @@ from pathlib import Path
 from .config import PRESETS, Config, ConfigError, build_config, load_toml
 
 HELP = {
-    "dataset_name": "dataset name (HDF5 file is {dataset_name}-{split}-v1.hdf5)",
+    "dataset_name": "dataset name (HDF5 file is {dataset_name}-{split}-v1.hdf5); empty = derived from the source: "
+                    "objascale[-mini], objascale-objaverse[-mini], objascale-<object folder>[-mini]",
     "num_images": "number of images (overrides the preset)",
     "seed": "run seed; image i uses Generator(SeedSequence([seed, i, attempt]))",
-    "split": "object split to render from: train or eval (disjoint object ids by hash)",
+    "split": "object split to render from: train or eval (disjoint object ids by hash), or all (every object)",
     "eval_fraction": "fraction of object ids in the eval split",
-    "object_source": "sweethome3d (built-in, offline), local (--object-dir) or objaverse (local cache)",
+    "object_source": "sweethome3d (built-in, offline), local (--object-dir) or objaverse (the objaverse package's cache)",
     "object_dir": "local source: folder of GLB/GLTF/OBJ/FBX/PLY/STL; category = first subfolder",
-    "object_manifest": "local source: CSV/JSON manifest with path, category, license, attribution",
-    "objaverse_dir": "objaverse source: cache folder (default ~/.objaverse/hf-objaverse-v1)",
+    "object_manifest": "local source: CSV/JSON manifest with path, category[, license, attribution, name, up_axis (Y|Z), "
+                       "scale_to_m or units (m|cm|mm|in|ft), rotation (3 Euler XYZ degrees or 9 row-major numbers)]",
+    "objaverse_dir": "objaverse source: the package's cache folder hf-objaverse-v1 (default ~/.objaverse/hf-objaverse-v1)",
+    "objaverse_download": "objaverse source: download N objects per category of the committed 68-category LVIS list "
+                          "(objascale/assets/objaverse_categories.txt) through the objaverse package; off = cache only",
+    "objaverse_per_category": "with --objaverse-download: objects per category (within the split)",
+    "objaverse_processes": "with --objaverse-download: download processes",
     "sweethome3d_dir": "Sweet Home 3D cache (default ~/.cache/objascale/sweethome3d; installed there if missing)",
-    "num_categories": "render the N largest categories of the split (0 = all)",
+    "num_categories": "render the N largest categories of the split (0 = all); the mini preset sets 7",
     "categories": "explicit category names (override --num-categories)",
     "images_per_category": "if > 0 and --num-images not given: num_images = num_categories x this",
     "distractors": "extra objects per image for occlusion/clutter; the target mask is its visible part",
     "max_occlusion": "with distractors: largest accepted fraction of the target hidden",
-    "hdri_dirs": "extra folders of .exr/.hdr environments",
-    "no_builtin_hdris": "do not use the 8 CC0 Poly Haven HDRIs shipped in the bpy wheel",
+    "hdri_dirs": "folders of .exr/.hdr environments (any size, e.g. Poly Haven / HDRI Haven downloads); "
+                 "a NAME.license file next to NAME.hdr gives its licence",
+    "no_builtin_hdris": "use only --hdri-dirs, not the 8 CC0 Poly Haven HDRIs shipped in the bpy wheel",
     "hdri_strength_min": "HDRI strength, log-uniform lower bound",
     "hdri_strength_max": "HDRI strength, log-uniform upper bound",
     "min_side": "long image side, log-uniform lower bound (px)",
@@ -35,7 +42,8 @@ HELP = {
     "portrait_prob": "probability of a portrait image",
     "area_ratio_min": "mask area / image area, log-uniform lower bound",
     "area_ratio_max": "mask area / image area, log-uniform upper bound",
-    "min_pixels": "floor on planned mask pixels per image",
+    "min_pixels": "floor on planned mask pixels: per image the smallest area ratio is max(area-ratio-min, "
+                  "min-pixels / (W*H)); at 640x480 the default 16 px is 5.2e-5, so 1e-5 needs --min-pixels 4",
     "area_tolerance": "accepted relative deviation of measured vs planned mask area",
     "max_attempts": "re-draws per image (own derived seeds) before it is skipped",
     "max_outside": "fraction of the object's box allowed outside the frame",
@@ -74,10 +82,24 @@ HELP = {
 }
 
 
+DEFAULT_PRESET = "mini"
+
+
+def _default_text(name: str, default) -> str:
+    """What a run without the flag uses: the default preset's value when it sets one, else the field default."""
+    if name in PRESETS[DEFAULT_PRESET]:
+        others = "; ".join(f"--preset {k}: {v[name]!r}" for k, v in sorted(PRESETS.items()) if k != DEFAULT_PRESET and name in v)
+        return f"(default {PRESETS[DEFAULT_PRESET][name]!r} from --preset {DEFAULT_PRESET}" + (f"; {others}" if others else "") + ")"
+    others = "; ".join(f"--preset {k}: {v[name]!r}" for k, v in sorted(PRESETS.items()) if name in v)
+    return f"(default {default!r}" + (f"; {others}" if others else "") + ")"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m objascale", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="mini", help="base settings: mini (minutes) or paper (10,200 images)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                   help="base settings, overridden by --config and flags: mini (default; 28 images, 7 categories, minutes) "
+                        "or paper (68 categories x 150 = 10,200 images, 1024-4096 px)")
     p.add_argument("--config", help="TOML file with any of the keys below (top level or an [objascale] table)")
     p.add_argument("--out", required=True, help="dataset folder (created; rerun with the same settings to resume)")
     p.add_argument("--merge-only", action="store_true", help="only rebuild manifest, annotations.json and HDF5 from what is rendered")
@@ -87,14 +109,44 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        kw = dict(dest=f.name, default=None, help=(HELP.get(f.name, f.name) + f" (default {default!r})").replace("%", "%%"))
-        if isinstance(default, bool):
+        kw = dict(dest=f.name, default=None, help=(HELP.get(f.name, f.name) + " " + _default_text(f.name, default)).replace("%", "%%"))
+        if isinstance(default, bool) and f.name.startswith("no_"):
+            # BooleanOptionalAction would read "--no-builtin-hdris" as the negation of "--builtin-hdris" (False)
+            p.add_argument(flag, action="store_true", **kw)
+        elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif isinstance(default, list):
             p.add_argument(flag, nargs="*", **kw)
         else:
             p.add_argument(flag, type=type(default), **kw)
     return p
+
+
+def effective_settings(cfg: Config, preset: str, catalog, overrides: dict) -> list[str]:
+    """The settings that decide what is rendered, printed at start (presets apply silently otherwise)."""
+    from .config import area_floor_range
+
+    n_avail = catalog.available_categories or len(catalog.categories)
+    n_obj = sum(len(v) for v in catalog.objects_by_category.values())
+    why = ""
+    if len(catalog.categories) < n_avail and not cfg.categories:
+        src = "flag" if overrides.get("num_categories") is not None else f"--preset {preset}"
+        why = f" (--num-categories {cfg.num_categories} from {src}; --num-categories 0 renders all)"
+    n_builtin = sum(h.name.startswith("polyhaven/") for h in catalog.hdris)
+    lines = [
+        f"preset {preset}, dataset {cfg.dataset_name}, {cfg.num_images} images, seed {cfg.seed}, split {cfg.split}",
+        f"objects: source {cfg.object_source}, {len(catalog.categories)} of {n_avail} categories{why}, {n_obj} objects: "
+        + ", ".join(catalog.categories[:12]) + (" ..." if len(catalog.categories) > 12 else ""),
+        f"HDRIs: {len(catalog.hdris)} ({n_builtin} built-in, {len(catalog.hdris) - n_builtin} from --hdri-dirs)",
+        f"image long side {cfg.min_side}-{cfg.max_side} px, area ratio {cfg.area_ratio_min:g}..{cfg.area_ratio_max:g}, "
+        f"samples {cfg.samples_min}-{cfg.samples_max}, {cfg.workers} worker(s)",
+    ]
+    f_lo, f_hi = area_floor_range(cfg)
+    if f_lo > cfg.area_ratio_min or f_hi > cfg.area_ratio_min:
+        lines.append(f"area floor: --min-pixels {cfg.min_pixels} raises the smallest area ratio to min-pixels/(W*H) = "
+                     f"{f_lo:.2g} ({cfg.max_side}x{cfg.max_side}) .. {f_hi:.2g} (smallest frame), above --area-ratio-min "
+                     f"{cfg.area_ratio_min:g}; lower --min-pixels to reach it")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"objascale: configuration error: {e}", file=sys.stderr)
         return 2
-    print(f"objascale: {cfg.num_images} images, split {cfg.split}, {len(catalog.categories)} categories, "
-          f"{len(catalog.hdris)} HDRIs, seed {cfg.seed} -> {out}")
+    for line in effective_settings(cfg, args.preset, catalog, overrides):
+        print("objascale: " + line)
     try:
         if not args.merge_only:
             if cfg.executor == "slurm":
@@ -127,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                 if stats["todo"]:
                     print(f"objascale: rendered {stats['rendered']}, skipped {stats['skipped']} in {stats['seconds']:.0f} s "
                           f"({3600 * stats['rendered'] / max(stats['seconds'], 1e-9):.0f} images/hour)")
+                if stats.get("io_failed"):
+                    print(f"objascale: {stats['io_failed']} images hit I/O errors and stay pending; rerun the same command "
+                          f"to render them")
         summary = merge(cfg, out, catalog.categories)
     except FatalRunError as e:
         print(f"objascale: stopped: {e}. Finished images are kept; rerun the same command to continue.", file=sys.stderr)

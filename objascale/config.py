@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +23,19 @@ class ConfigError(ValueError):
 @dataclass
 class Config:
     # what and how many
-    dataset_name: str = "objascale"
+    dataset_name: str = ""  # "" = derived from the source and preset (objascale-mini, objascale-objaverse, objascale-<folder>)
     num_images: int = 28
     seed: int = DEFAULT_SEED
-    split: str = "eval"  # which object split to render from: train | eval
+    split: str = "eval"  # which object split to render from: train | eval | all (every object)
     eval_fraction: float = 0.2  # fraction of object ids (by hash) reserved for evaluation
     # objects
     object_source: str = "sweethome3d"  # sweethome3d | local | objaverse
     object_dir: str = ""  # local source: folder of GLB/GLTF/OBJ/FBX/PLY/STL (categories from subfolders or manifest)
     object_manifest: str = ""  # local source: optional CSV/JSON manifest (path, category, license, attribution)
-    objaverse_dir: str = ""  # objaverse source: local cache (default ~/.objaverse/hf-objaverse-v1)
+    objaverse_dir: str = ""  # objaverse source: the package's cache folder (default ~/.objaverse/hf-objaverse-v1)
+    objaverse_download: bool = False  # objaverse source: download the objects through the objaverse package (opt-in)
+    objaverse_per_category: int = 10  # with objaverse_download: objects per category of the committed list
+    objaverse_processes: int = 4  # with objaverse_download: download processes (objaverse.load_objects)
     sweethome3d_dir: str = ""  # sweethome3d source: cache (default ~/.cache/objascale/sweethome3d)
     num_categories: int = 0  # 0 = every category; else the N largest categories of the split
     categories: list[str] = field(default_factory=list)  # explicit category names (overrides num_categories)
@@ -39,8 +43,8 @@ class Config:
     distractors: int = 0  # extra objects per image (occlusion, clutter)
     max_occlusion: float = 0.5  # with distractors: visible target area may drop to (1-max_occlusion) × plan
     # environments
-    hdri_dirs: list[str] = field(default_factory=list)  # extra folders of .exr/.hdr; the bpy wheel's 8 are always used
-    no_builtin_hdris: bool = False
+    hdri_dirs: list[str] = field(default_factory=list)  # folders of .exr/.hdr (e.g. Poly Haven downloads), any size
+    no_builtin_hdris: bool = False  # use only hdri_dirs, not the 8 HDRIs inside the bpy wheel
     hdri_strength_min: float = 0.6
     hdri_strength_max: float = 1.6
     # image size
@@ -51,7 +55,7 @@ class Config:
     # object size in frame
     area_ratio_min: float = 1e-6
     area_ratio_max: float = 0.25
-    min_pixels: int = 16  # lower bound on planned mask pixels (a 1e-6 ratio is < 1 px on small images)
+    min_pixels: int = 16  # floor on planned mask pixels: per image the min ratio is max(area_ratio_min, min_pixels/(W*H))
     area_tolerance: float = 0.3  # relative tolerance of measured vs planned area (plus a sqrt(px) slack)
     max_attempts: int = 6  # re-draws per image before it is skipped
     max_outside: float = 0.0  # fraction of the object's box allowed outside the frame (0 = fully in frame)
@@ -97,8 +101,15 @@ class Config:
                 raise ConfigError(msg)
 
         need(self.num_images >= 0, f"num_images must be >= 0, got {self.num_images}")
-        need(self.split in ("train", "eval"), f"split must be train or eval, got {self.split!r}")
-        need(0.0 < self.eval_fraction < 1.0, f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        need(isinstance(self.seed, int) and 0 <= self.seed < 2**63,
+             f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        need(self.split in ("train", "eval", "all"), f"split must be train, eval or all, got {self.split!r}")
+        need(0.0 <= self.eval_fraction <= 1.0, f"eval_fraction must be in [0, 1], got {self.eval_fraction}")
+        need(self.objaverse_per_category >= 1 and self.objaverse_processes >= 1,
+             "objaverse_per_category and objaverse_processes must be >= 1")
+        need(not self.objaverse_download or self.object_source == "objaverse",
+             "--objaverse-download needs --object-source objaverse")
+        need(self.min_pixels >= 1, f"min_pixels must be >= 1, got {self.min_pixels}")
         need(self.object_source in ("sweethome3d", "local", "objaverse"), f"unknown object_source {self.object_source!r}")
         need(self.object_source != "local" or bool(self.object_dir), "object_source=local needs --object-dir")
         need(0.0 < self.area_ratio_min <= self.area_ratio_max <= 1.0,
@@ -121,6 +132,8 @@ class Config:
         need(self.sample_budget_mpx >= 0, "sample_budget_mpx must be >= 0 (0 = no cap)")
         if self.shard:
             parse_shard(self.shard)
+        if not self.dataset_name:
+            self.dataset_name = default_dataset_name(self)
         return self
 
     def to_dict(self) -> dict:
@@ -129,6 +142,8 @@ class Config:
     def plan_hash(self) -> str:
         """Hash of the fields that decide what image i is; runs with another hash must not share a folder."""
         d = {k: v for k, v in self.to_dict().items() if k in PLAN_FIELDS}
+        if self.objaverse_download:  # which objects are fetched decides the catalogue (absent: older hashes unchanged)
+            d["objaverse_per_category"] = self.objaverse_per_category
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -147,10 +162,10 @@ PLAN_FIELDS = {
 
 PRESETS: dict[str, dict] = {
     # minutes on 2 CPU cores: 28 images, 256-640 px
-    "mini": dict(dataset_name="objascale-mini", num_images=28, min_side=256, max_side=640, samples_min=8,
+    "mini": dict(num_images=28, min_side=256, max_side=640, samples_min=8,
                  samples_max=32, chunk_size=7, num_categories=7),
     # the paper's scale: 68 categories × 150 images, several thousand px per side
-    "paper": dict(dataset_name="objascale", num_categories=68, images_per_category=150, num_images=10200,
+    "paper": dict(num_categories=68, images_per_category=150, num_images=10200,
                   min_side=1024, max_side=4096, samples_min=16, samples_max=128, chunk_size=10,
                   sample_budget_mpx=16.0),
 }
@@ -194,4 +209,22 @@ def build_config(preset: str | None = None, file_values: dict | None = None, ove
     cfg = Config(**values)
     if cfg.images_per_category > 0 and (overrides or {}).get("num_images") is None and cfg.num_categories > 0:
         cfg.num_images = cfg.num_categories * cfg.images_per_category
+    if not cfg.dataset_name:
+        cfg.dataset_name = default_dataset_name(cfg, preset)
     return cfg.validate()
+
+
+def default_dataset_name(cfg: Config, preset: str | None = None) -> str:
+    """objascale[-mini] (Sweet Home 3D), objascale-objaverse[-mini], objascale-<folder name>[-mini] (local)."""
+    if cfg.object_source == "local":
+        folder = Path(cfg.object_dir.rstrip("/\\")).name or "local"
+        name = "objascale-" + (re.sub(r"[^a-z0-9]+", "-", folder.lower()).strip("-") or "local")
+    else:
+        name = {"sweethome3d": "objascale", "objaverse": "objascale-objaverse"}.get(cfg.object_source, "objascale")
+    return name + ("-mini" if preset == "mini" else "")
+
+
+def area_floor_range(cfg: Config) -> tuple[float, float]:
+    """The min_pixels floor as an area ratio on the largest (max_side²) and the smallest possible image."""
+    small = cfg.min_side * max(8, round(cfg.min_side * cfg.aspect_min))
+    return cfg.min_pixels / float(cfg.max_side * cfg.max_side), cfg.min_pixels / float(small)

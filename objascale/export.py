@@ -1,4 +1,4 @@
-"""Dataset outputs built from the per-image records: manifest, COCO annotations.json, FLIP HDF5 (spec §10)."""
+"""Dataset outputs built from the per-image records: manifest, COCO annotations.json, FLIP HDF5 (segcore.hdf5)."""
 from __future__ import annotations
 
 import io
@@ -95,43 +95,26 @@ def _jpeg_bytes(path: Path, quality: int = 95) -> bytes:
 
 
 def write_hdf5(root: str | Path, num_images: int, dataset_name: str, split: str, version: int = 1) -> Path:
-    """FLIP HDF5 layout (spec §10): JPEG images, PNG masks, rho positions, boxes, index tables."""
+    """FLIP HDF5 layout (segcore.hdf5): JPEG images, PNG masks, rho positions, boxes, index tables.
+
+    Every dataset is chunked and resizable (maxshape None), so shards of a Slurm run or separate runs merge with the
+    standard h5py append idiom (`d.resize(n + k, axis=0); d[n:] = src[:]`) or segcore.hdf5.merge_files."""
     import h5py
+
+    from segcore.hdf5 import FlipHdf5Writer
 
     root = Path(root)
     done, _ = load_records(root, num_images)
     coco = json.loads((root / "annotations.json").read_text()) if (root / "annotations.json").is_file() else {"licenses": []}
     lic_ids = {lic["name"]: lic["id"] for lic in coco.get("licenses", [])}
     out = root / f"{dataset_name}-{split}-v{version}.hdf5"
-    n = len(done)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        vbytes = h5py.vlen_dtype(np.dtype("uint8"))
-        vstr = h5py.string_dtype("utf-8")
-        imgs = f.create_dataset("rgb_images", (n,), dtype=vbytes)
-        masks = f.create_dataset("instance_masks", (n,), dtype=vbytes)
-        positions = np.zeros((n, 5), np.float32)
-        boxes = np.zeros((n, 4), np.float32)
-        for k, r in enumerate(done):
-            imgs[k] = np.frombuffer(_jpeg_bytes(root / r["file_name"]), np.uint8)
-            masks[k] = np.frombuffer((root / r["mask_file"]).read_bytes(), np.uint8)
-            positions[k] = r["rho"]
+        w = FlipHdf5Writer(f, dataset_name=dataset_name, split=split,
+                           metadata={"coco_licenses": json.dumps(coco.get("licenses", [])), "generator": "objascale"})
+        for r in done:
             x0, y0, x1, y1 = r["bbox_xyxy"]
-            boxes[k] = [x0, y0, x1 - 1, y1 - 1]  # inclusive pixel indices of the extreme mask pixels
-        gz = dict(compression="gzip", compression_opts=5)
-        f.create_dataset("positions", data=positions, **gz)
-        f.create_dataset("instance_mask_bboxes", data=boxes, **gz)
-        f.create_dataset("instance_masks_images", data=np.arange(n, dtype=np.int64)[:, None], **gz)
-        f.create_dataset("image_instance_indices", data=np.stack([np.arange(n), np.ones(n)], 1).astype(np.int64), **gz)
-        f.create_dataset("sequence_indices", data=np.stack([np.arange(n), np.ones(n)], 1).astype(np.int64), **gz)
-        f.create_dataset("coco_image_ids", data=np.array([r["index"] + 1 for r in done], np.int64))
-        f.create_dataset("license_ids", data=np.array([lic_ids.get(r["object_license"], 0) for r in done], np.uint8))
-        for name, values in (("file_names", [r["file_name"] for r in done]), ("flickr_urls", [""] * n),
-                             ("coco_urls", [""] * n), ("transform_notes", ["objascale render"] * n)):
-            f.create_dataset(name, data=np.array(values, dtype=object), dtype=vstr)
-        meta = f.create_group("metadata")
-        meta.attrs["dataset_name"] = dataset_name
-        meta.attrs["type"] = split
-        meta.attrs["coco_licenses"] = json.dumps(coco.get("licenses", []))
-        meta.attrs["bbox_convention"] = "instance_mask_bboxes: [x_min, y_min, x_max, y_max], inclusive pixel indices"
-        meta.attrs["generator"] = "objascale"
+            w.add_image(_jpeg_bytes(root / r["file_name"]), [(root / r["mask_file"]).read_bytes()], [r["rho"]],
+                        bboxes=[[x0, y0, x1 - 1, y1 - 1]],  # inclusive pixel indices of the extreme mask pixels
+                        coco_image_id=r["index"] + 1, license_id=lic_ids.get(r["object_license"], 0),
+                        file_name=r["file_name"], transform_note="objascale render")
     return out

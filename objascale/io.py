@@ -5,7 +5,9 @@ import contextlib
 import io
 import json
 import os
-import tempfile
+import secrets
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +21,9 @@ def atomic_path(path: str | Path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # created like open(): mode 0666 minus the umask (mkstemp would give 0600 and make the dataset private)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -30,6 +33,35 @@ def atomic_path(path: str | Path):
         except OSError:
             pass
         raise
+
+
+TMP_SUFFIX = ".tmp"
+
+
+def clean_stale_tmp(root: str | Path, min_age_s: float = 0.0) -> int:
+    """Remove the temp files atomic_path leaves behind when a run is killed (".NAME.XXXXXXXX.tmp" in the dataset's
+    folders) and the workers' scratch folders under .tmp/, older than min_age_s. Returns how many were removed."""
+    lay = Layout(root)
+    now, removed = time.time(), 0
+    for d in (lay.root, lay.images, lay.masks, lay.records, lay.logs):
+        if not d.is_dir():
+            continue
+        for p in d.glob(f".*{TMP_SUFFIX}"):
+            try:
+                if p.is_file() and now - p.stat().st_mtime >= min_age_s:
+                    p.unlink()
+                    removed += 1
+            except OSError:
+                pass
+    if lay.tmp.is_dir():
+        for p in lay.tmp.iterdir():
+            try:
+                if now - p.stat().st_mtime >= min_age_s:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+                    removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -74,6 +106,7 @@ class Layout:
         self.masks = self.root / "masks"
         self.records = self.root / "records"
         self.logs = self.root / "logs"
+        self.tmp = self.root / ".tmp"  # the workers' scratch renders (EXR passes), removed after each attempt
 
     def image_path(self, i: int, ext: str) -> Path:
         return self.images / f"{i:06d}.{ext}"

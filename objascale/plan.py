@@ -62,6 +62,7 @@ class Catalog:
     objects_by_category: dict[str, list[ObjectAsset]]
     distractor_pool: list[ObjectAsset]
     hdris: list[Hdri]
+    available_categories: int = 0  # categories of the split before --categories / --num-categories chose
 
 
 def category_of_index(index: int, categories: list[str]) -> str:

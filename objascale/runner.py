@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import subprocess
@@ -14,30 +15,35 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .assets.hdri import list_hdris
-from .assets.objects import ObjectSourceError, load_objects, select_objects
+from .assets.objects import ObjectSourceError, load_objects, select_objects, split_of
 from .config import Config, ConfigError, parse_shard
 from .export import build_coco, write_hdf5, write_manifest
-from .io import Layout, atomic_write_json
+from .io import Layout, atomic_write_json, clean_stale_tmp
 from .plan import Catalog, plan_image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("objascale")
 
 
 class FatalRunError(RuntimeError):
     """The run cannot go on (disk full, output not writable): stop, keep what is done."""
 
 
-def build_catalog(cfg: Config) -> tuple[Catalog, list]:
+def build_catalog(cfg: Config, download: bool = True) -> tuple[Catalog, list, dict]:
+    """Catalogue, HDRIs skipped as unreadable, and the object source's report (skipped downloads/files)."""
     try:
-        objects = load_objects(cfg)
+        objects, report = load_objects(cfg, download=download)
         cats, by_cat = select_objects(objects, cfg)
     except ObjectSourceError as e:
         raise ConfigError(str(e)) from None
     hdris, skipped = list_hdris(cfg.hdri_dirs, builtin=not cfg.no_builtin_hdris)
     if not hdris:
-        raise ConfigError("no usable HDRI: install bpy (its 8 built-in HDRIs) or pass --hdri-dirs with .exr/.hdr files"
+        raise ConfigError("no usable HDRI: " + ("pass --hdri-dirs with .exr/.hdr files (--no-builtin-hdris is set)"
+                                                if cfg.no_builtin_hdris else
+                                                "install bpy (its 8 built-in HDRIs) or pass --hdri-dirs with .exr/.hdr files")
                           + (f"; skipped: {skipped}" if skipped else ""))
-    return Catalog(cats, by_cat, objects, hdris), skipped
+    available = len({o.category for o in objects if cfg.split == "all" or split_of(o.id, cfg.eval_fraction) == cfg.split})
+    return Catalog(cats, by_cat, objects, hdris, available_categories=available), skipped, report
 
 
 def check_output_dir(out: Path) -> None:
@@ -54,7 +60,11 @@ def prepare(cfg: Config, out: Path, cli: dict | None = None) -> tuple[Catalog, d
     """Validate everything before any work starts; write/check config.json."""
     cfg.validate()
     check_output_dir(out)
-    catalog, skipped_hdris = build_catalog(cfg)
+    # a killed run leaves temp files; a local unsharded run owns the folder, shards only clear hour-old ones
+    removed = clean_stale_tmp(out, min_age_s=0 if cfg.executor == "local" and not cfg.shard else 3600)
+    if removed:
+        log.info("removed %d stale temp files of an interrupted run in %s", removed, out)
+    catalog, skipped_hdris, source_report = build_catalog(cfg)
     cfg_path = out / "config.json"
     if cfg_path.is_file():
         old = json.loads(cfg_path.read_text())
@@ -67,20 +77,25 @@ def prepare(cfg: Config, out: Path, cli: dict | None = None) -> tuple[Catalog, d
         "categories": catalog.categories,
         "objects_per_category": {c: len(v) for c, v in catalog.objects_by_category.items()},
         "hdris": [h.__dict__ for h in catalog.hdris], "hdris_skipped": skipped_hdris,
+        "object_source_report": source_report,
     }
     atomic_write_json(cfg_path, meta)
+    # every object the run may draw, with its licence and attribution (Objaverse: every uid)
+    atomic_write_json(out / "objects.json", [o.to_dict() for c in catalog.categories for o in catalog.objects_by_category[c]])
     return catalog, meta
 
 
 class ChunkRunner:
     """Runs chunks of images in `python -m objascale.blender.worker` subprocesses, with a per-image timeout."""
 
+    worker_module = "objascale.blender.worker"
+
     def __init__(self, cfg: Config, out: Path, catalog: Catalog, progress: tqdm):
         self.cfg, self.out, self.catalog, self.progress = cfg, out, catalog, progress
         self.lay = Layout(out)
         self.lock = threading.Lock()
         self.fatal: str | None = None
-        self.counts = {"done": 0, "skipped": 0}
+        self.counts = {"done": 0, "skipped": 0, "io_failed": 0}
 
     def _items(self, indices: list[int]) -> list[dict]:
         return [{"index": i, "plans": [plan_image(self.cfg, self.catalog, i, a) for a in range(self.cfg.max_attempts)]}
@@ -93,6 +108,8 @@ class ChunkRunner:
             self.progress.set_postfix(done=self.counts["done"], skipped=self.counts["skipped"])
             if kind == "skipped":
                 tqdm.write(f"objascale: image {i} skipped: {reason}")
+            elif kind == "io_failed":
+                tqdm.write(f"objascale: image {i} not written ({reason}); it stays pending for the rerun")
 
     def _skip(self, i: int, reason: str) -> None:
         atomic_write_json(self.lay.skip_path(i), {"index": i, "status": "skipped", "reason": reason, "attempts": []})
@@ -108,11 +125,11 @@ class ChunkRunner:
         self.lay.logs.mkdir(parents=True, exist_ok=True)
         job_path = self.lay.logs / f"job-{indices[0]:06d}.json"
         atomic_write_json(job_path, {"out": str(self.out), "config": self.cfg.to_dict(), "items": self._items(indices),
-                                     "sweethome3d_cache": self.cfg.sweethome3d_dir or None})
+                                     "sweethome3d_cache": self.cfg.sweethome3d_dir or None, "tmp_dir": str(self.lay.tmp)})
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         log = (self.lay.logs / f"worker-{indices[0]:06d}.log").open("a", buffering=1)
-        proc = subprocess.Popen([sys.executable, "-m", "objascale.blender.worker", str(job_path)], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", self.worker_module, str(job_path)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace", env=env, cwd=str(REPO_ROOT))
         lines: queue.Queue = queue.Queue()
 
@@ -142,6 +159,8 @@ class ChunkRunner:
                     break
                 if line is None:
                     rc = proc.wait()
+                    if self.fatal is not None:  # the image in progress was not written: it stays pending
+                        break
                     if current is not None and current not in finished:
                         self._skip(current, f"worker process died (exit code {rc}) while rendering; see {log.name}")
                         finished.add(current)
@@ -156,11 +175,11 @@ class ChunkRunner:
                 tag, _, rest = line[2:].strip().partition(" ")
                 if tag == "START":
                     current, deadline = int(rest), time.time() + self.cfg.timeout_s
-                elif tag in ("DONE", "SKIP"):
+                elif tag in ("DONE", "SKIP", "RETRY"):
                     idx, _, reason = rest.partition(" ")
-                    finished.add(int(idx))
+                    finished.add(int(idx))  # RETRY: pending on disk, but not retried within this run
                     current = None
-                    self._finish("done" if tag == "DONE" else "skipped", int(idx), reason)
+                    self._finish({"DONE": "done", "SKIP": "skipped", "RETRY": "io_failed"}[tag], int(idx), reason)
                 elif tag == "FATAL":
                     self.fatal = rest
         finally:
@@ -202,8 +221,8 @@ def render(cfg: Config, out: Path, catalog: Catalog) -> dict:
             list(pool.map(runner.run_chunk, chunks))
     if runner.fatal:
         raise FatalRunError(runner.fatal)
-    return {"rendered": runner.counts["done"], "skipped": runner.counts["skipped"], "seconds": time.time() - t0,
-            "todo": len(todo)}
+    return {"rendered": runner.counts["done"], "skipped": runner.counts["skipped"], "io_failed": runner.counts["io_failed"],
+            "seconds": time.time() - t0, "todo": len(todo)}
 
 
 def merge(cfg: Config, out: Path, catalog_categories: list[str]) -> dict:
@@ -220,7 +239,7 @@ def merge(cfg: Config, out: Path, catalog_categories: list[str]) -> dict:
 
 def _slurm_shard(cfg_dict: dict, out: str, k: int, n: int) -> dict:
     cfg = Config(**dict(cfg_dict, shard=f"{k}/{n}", executor="local"))
-    catalog, _ = build_catalog(cfg)
+    catalog, _, _ = build_catalog(cfg, download=False)  # the submitting process downloaded; shards read the cache
     return render(cfg, Path(out), catalog)
 
 

@@ -153,7 +153,11 @@ def merge_files(out, inputs: Sequence) -> None:
                     d = dst[name]
                     n = d.shape[0]
                     d.resize(n + len(data), axis=0)
-                    d[n:] = data
+                    if h5py.check_vlen_dtype(d.dtype) is not None and h5py.check_string_dtype(d.dtype) is None:
+                        for k, row in enumerate(data):  # equal-length byte rows would broadcast as 2-D
+                            d[n + k] = row
+                    else:
+                        d[n:] = data
 
 
 def write_flip_hdf5(path, images: Sequence[np.ndarray], masks_per_image: Sequence[Sequence[np.ndarray]],

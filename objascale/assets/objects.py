@@ -6,7 +6,6 @@ A source yields `ObjectAsset`s in a deterministic order (sorted by id). The spli
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import json
 import logging
@@ -34,19 +33,22 @@ class ObjectAsset:
     attribution: str = ""
     rotation: tuple[float, ...] = ()  # row-major 3×3 in the file's own (Y-up for OBJ) frame, from the catalogue
     size_cm: tuple[float, ...] = ()  # real width, depth, height when the catalogue gives them
+    up_axis: str = ""  # "Y" or "Z": the file's up axis; "" = the format's convention (Y for OBJ/glTF/FBX, Z for PLY/STL)
+    scale_to_m: float = 0.0  # metres per file unit (0 = unknown); recorded only: renders are normalised to the plan
+    frame_rotation: tuple[float, ...] = ()  # row-major 3×3 applied in Blender's Z-up frame after the up-axis conversion
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["rotation"] = list(self.rotation)
-        d["size_cm"] = list(self.size_cm)
+        for k in ("rotation", "size_cm", "frame_rotation"):
+            d[k] = list(getattr(self, k))
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ObjectAsset":
         d = dict(d)
-        d["rotation"] = tuple(d.get("rotation") or ())
-        d["size_cm"] = tuple(d.get("size_cm") or ())
+        for k in ("rotation", "size_cm", "frame_rotation"):
+            d[k] = tuple(d.get(k) or ())
         return cls(**d)
 
 
@@ -61,11 +63,59 @@ def normalise_category(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- local folder
+UNITS_TO_M = {"m": 1.0, "cm": 0.01, "mm": 0.001, "in": 0.0254, "inch": 0.0254, "ft": 0.3048}
+
+
+def euler_xyz_deg_to_matrix(angles) -> list[float]:
+    """Row-major 3×3 of Blender's XYZ Euler rotation (X applied first): R = Rz @ Ry @ Rx."""
+    import numpy as np
+
+    x, y, z = (np.radians(float(a)) for a in angles)
+    rx = np.array([[1, 0, 0], [0, np.cos(x), -np.sin(x)], [0, np.sin(x), np.cos(x)]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(z), -np.sin(z), 0], [np.sin(z), np.cos(z), 0], [0, 0, 1]])
+    return [float(v) for v in (rz @ ry @ rx).ravel()]
+
+
+def parse_frame(row: dict, where: str) -> dict:
+    """up_axis, scale_to_m (or units) and rotation columns of one manifest row -> ObjectAsset fields."""
+    out: dict = {}
+    up = str(row.get("up_axis") or "").strip().upper().lstrip("+")
+    if up not in ("", "Y", "Z"):
+        raise ObjectSourceError(f"{where}: up_axis must be Y or Z, got {row.get('up_axis')!r}")
+    out["up_axis"] = up
+    scale, units = str(row.get("scale_to_m") or "").strip(), str(row.get("units") or "").strip().lower()
+    try:
+        out["scale_to_m"] = float(scale) if scale else UNITS_TO_M[units] if units else 0.0
+    except ValueError:
+        raise ObjectSourceError(f"{where}: scale_to_m must be a number, got {scale!r}") from None
+    except KeyError:
+        raise ObjectSourceError(f"{where}: units must be one of {sorted(UNITS_TO_M)}, got {units!r}") from None
+    if out["scale_to_m"] < 0 or out["scale_to_m"] != out["scale_to_m"]:
+        raise ObjectSourceError(f"{where}: scale_to_m must be >= 0, got {scale!r}")
+    rot = row.get("rotation")
+    if isinstance(rot, str):
+        rot = [v for v in re.split(r"[\s,;]+", rot.strip().strip("[]")) if v]
+    rot = list(rot or [])
+    try:
+        rot = [float(v) for v in rot]
+    except (TypeError, ValueError):
+        raise ObjectSourceError(f"{where}: rotation must be numbers, got {row.get('rotation')!r}") from None
+    if len(rot) == 3:
+        rot = euler_xyz_deg_to_matrix(rot)
+    elif len(rot) not in (0, 9):
+        raise ObjectSourceError(f"{where}: rotation needs 3 Euler XYZ angles (degrees) or 9 row-major numbers, got {len(rot)}")
+    out["frame_rotation"] = tuple(rot)
+    return out
+
+
 def local_objects(root: str | Path, manifest: str | Path | None = None) -> list[ObjectAsset]:
     """Mesh files under `root`. Category = first subfolder (or 'object' at top level), or the manifest's.
 
-    Manifest: CSV with header path,category[,license,attribution,name] or a JSON list of such dicts; paths
-    relative to `root`.
+    Manifest: CSV with header path,category[,license,attribution,name,up_axis,scale_to_m|units,rotation] or a JSON
+    list of such dicts; paths relative to `root`. up_axis says which file axis points up (Y or Z; default: the
+    format's convention), scale_to_m / units the file's unit (recorded), rotation an extra rotation in the Z-up
+    frame (3 Euler XYZ angles in degrees, or 9 row-major numbers).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -86,75 +136,35 @@ def local_objects(root: str | Path, manifest: str | Path | None = None) -> list[
                 rel = p.relative_to(root)
                 rows.append({"path": rel.as_posix(), "category": rel.parts[0] if len(rel.parts) > 1 else "object"})
     out = []
-    for r in rows:
+    for k, r in enumerate(rows):
+        if not r.get("path"):
+            raise ObjectSourceError(f"object manifest row {k + 1} has no path")
         rel = str(r["path"])
         out.append(ObjectAsset(id=f"local:{rel}", source="local", category=normalise_category(str(r.get("category") or "object")),
                                path=str(root / rel), name=str(r.get("name") or Path(rel).stem),
                                license=str(r.get("license") or "user-supplied (licence not recorded)"),
-                               attribution=str(r.get("attribution") or "")))
+                               attribution=str(r.get("attribution") or ""),
+                               **parse_frame(r, f"object manifest row {k + 1} ({rel})")))
     if not out:
         raise ObjectSourceError(f"object folder {root} holds no {'/'.join(MESH_SUFFIXES)} files")
     return sorted(out, key=lambda a: a.id)
 
 
-# ----------------------------------------------------------------------------- Objaverse (offline cache)
-def objaverse_objects(cache_dir: str | Path = "") -> list[ObjectAsset]:
-    """Objaverse objects with LVIS categories, read from the local cache the `objaverse` package writes.
-
-    Nothing is downloaded here. The cache is filled on a machine with internet by
-        import objaverse; ann = objaverse.load_lvis_annotations(); objaverse.load_objects([u for v in ann.values() for u in v])
-    which writes lvis-annotations.json.gz, object-paths.json.gz and glbs/ under ~/.objaverse/hf-objaverse-v1.
-    """
-    base = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".objaverse" / "hf-objaverse-v1"
-    lvis = base / "lvis-annotations.json.gz"
-    paths = base / "object-paths.json.gz"
-    hint = ("fill it on a machine with internet: pip install objaverse; python -c \"import objaverse; "
-            "a=objaverse.load_lvis_annotations(); objaverse.load_objects([u for v in a.values() for u in v])\" "
-            "then copy ~/.objaverse here or pass --objaverse-dir")
-    if not lvis.is_file() or not paths.is_file():
-        raise ObjectSourceError(f"Objaverse cache not found at {base} (need lvis-annotations.json.gz and object-paths.json.gz); {hint}")
-    with gzip.open(lvis, "rt") as f:
-        by_cat: dict[str, list[str]] = json.load(f)
-    with gzip.open(paths, "rt") as f:
-        rel_paths: dict[str, str] = json.load(f)
-    licences = _objaverse_licences(base)
-    out = []
-    for cat, uids in by_cat.items():
-        for uid in uids:
-            rel = rel_paths.get(uid)
-            if rel and (base / rel).is_file():
-                lic, attr = licences.get(uid, ("see Objaverse annotations (not cached)", ""))
-                out.append(ObjectAsset(id=f"objaverse:{uid}", source="objaverse", category=normalise_category(cat),
-                                       path=str(base / rel), name=uid, license=lic, attribution=attr))
-    if not out:
-        raise ObjectSourceError(f"Objaverse cache {base} has annotations but none of the LVIS objects' GLBs; {hint}")
-    return sorted(out, key=lambda a: a.id)
-
-
-def _objaverse_licences(base: Path) -> dict[str, tuple[str, str]]:
-    """uid -> (licence, attribution) from cached metadata/*.json.gz, when the user downloaded annotations."""
-    out: dict[str, tuple[str, str]] = {}
-    for p in sorted((base / "metadata").glob("*.json.gz")):
-        try:
-            with gzip.open(p, "rt") as f:
-                for uid, ann in json.load(f).items():
-                    user = (ann.get("user") or {}).get("username", "")
-                    out[uid] = (str(ann.get("license") or "unknown"), f"{user} via Sketchfab/Objaverse ({ann.get('viewerUrl', '')})")
-        except (OSError, ValueError) as e:
-            log.warning("Objaverse metadata %s unreadable: %s", p, e)
-    return out
-
-
 # ----------------------------------------------------------------------------- selection
-def load_objects(cfg) -> list[ObjectAsset]:
-    """All objects of the configured source (both splits), deterministic order."""
+def load_objects(cfg, download: bool = True) -> tuple[list[ObjectAsset], dict]:
+    """All objects of the configured source (both splits; Objaverse downloads: the chosen ones), deterministic
+    order, and a report of what was skipped. `download=False` never touches the network (Slurm shards)."""
     if cfg.object_source == "local":
-        return local_objects(cfg.object_dir, cfg.object_manifest or None)
+        return local_objects(cfg.object_dir, cfg.object_manifest or None), {}
     if cfg.object_source == "objaverse":
+        from .objaverse_source import objaverse_catalog, objaverse_objects
+
+        if cfg.objaverse_download:
+            return objaverse_catalog(cfg, download=download)
         return objaverse_objects(cfg.objaverse_dir)
     from .sweethome3d import sweethome3d_objects
 
-    return sweethome3d_objects(cfg.sweethome3d_dir or None)
+    return sweethome3d_objects(cfg.sweethome3d_dir or None), {}
 
 
 def select_objects(objects: list[ObjectAsset], cfg) -> tuple[list[str], dict[str, list[ObjectAsset]]]:
@@ -162,7 +172,7 @@ def select_objects(objects: list[ObjectAsset], cfg) -> tuple[list[str], dict[str
 
     Explicit `categories` win; else the `num_categories` largest categories of the split (ties by name); else all.
     """
-    in_split = [o for o in objects if split_of(o.id, cfg.eval_fraction) == cfg.split]
+    in_split = [o for o in objects if cfg.split == "all" or split_of(o.id, cfg.eval_fraction) == cfg.split]
     by_cat: dict[str, list[ObjectAsset]] = {}
     for o in in_split:
         by_cat.setdefault(o.category, []).append(o)

@@ -37,30 +37,30 @@ def main(argv: list[str] | None = None) -> int:
 
     from objascale.assets.hdri import builtin_hdri_dir
 
-    from . import scene as S
+    from . import base, beauty, importer, masks, scene
     from .background import hdri_background
 
     W, H = a.width, a.height
     tmp = tempfile.mkdtemp(prefix="objascale-verify-")
     rot_deg, strength = 137.0, 1.3
-    sc = S.reset_scene(a.threads)
+    sc = scene.reset_scene(a.threads)
     sc.cycles.seed = 7
-    img = S.setup_world(sc, str(builtin_hdri_dir() / a.hdri), rot_deg, strength)
+    img = scene.setup_world(sc, str(builtin_hdri_dir() / a.hdri), rot_deg, strength)
     cam = {"focal_mm": 30.0, "sensor_mm": 36.0, "azimuth_deg": 50.0, "elevation_deg": 35.0}
-    co = S.make_camera(sc, cam, W, H)
-    S.place_camera(co, cam, 6.0)
+    co = scene.make_camera(sc, cam, W, H)
+    scene.place_camera(co, cam, 6.0)
     co.data.shift_x, co.data.shift_y = 0.08, -0.05
     bpy.context.view_layer.update()
     c = sc.cycles
     c.samples, c.use_adaptive_sampling, c.use_denoising = a.samples, False, False
     # 1. the empty world
-    cy_lin = S._render_exr_rgba(sc, tmp, "empty")[..., :3]
-    cy_png = S._render_rgb(sc, tmp, "empty")
+    cy_lin = beauty._render_exr_rgba(sc, tmp, "empty")[..., :3]
+    cy_png = beauty._render_rgb(sc, tmp, "empty")
     frame = [np.array(v) for v in co.data.view_frame(scene=sc)]
     rot = np.array(co.matrix_world.to_3x3())
-    bg = hdri_background(S.env_pixels(img), frame, rot, W, H, math.radians(rot_deg), strength)
+    bg = hdri_background(scene.env_pixels(img), frame, rot, W, H, math.radians(rot_deg), strength)
     rel = np.abs(bg - cy_lin) / (np.abs(cy_lin) + 0.02)
-    ours_png = S.display_rgb(sc, bg, tmp)
+    ours_png = beauty.display_rgb(sc, bg, tmp)
     d8 = np.abs(ours_png.astype(int) - cy_png.astype(int))
     res = {"width": W, "height": H, "samples": a.samples, "hdri": a.hdri,
            "background_linear_rel_err_mean": float(rel.mean()), "background_linear_rel_err_p99": float(np.percentile(rel, 99)),
@@ -69,27 +69,27 @@ def main(argv: list[str] | None = None) -> int:
     obj = Path(tmp) / "cube.obj"
     obj.write_text(CUBE)
     asset = {"id": "verify:cube", "path": str(obj), "rotation": []}
-    target, _ = S.import_object(sc, asset, S.TARGET_INDEX, lambda p: p)
-    S.set_pose(target, {"yaw_deg": 30.0, "tilt_x_deg": 10.0, "tilt_y_deg": -5.0})
-    occ, _ = S.import_object(sc, dict(asset, id="verify:occluder"), S.TARGET_INDEX + 1, lambda p: p)
-    S.set_pose(occ, {"yaw_deg": 10.0, "tilt_x_deg": 0.0, "tilt_y_deg": 0.0},
+    target, _ = importer.import_object(sc, asset, base.TARGET_INDEX, lambda p: p)
+    scene.set_pose(target, {"yaw_deg": 30.0, "tilt_x_deg": 10.0, "tilt_y_deg": -5.0})
+    occ, _ = importer.import_object(sc, dict(asset, id="verify:occluder"), base.TARGET_INDEX + 1, lambda p: p)
+    scene.set_pose(occ, {"yaw_deg": 10.0, "tilt_x_deg": 0.0, "tilt_y_deg": 0.0},
                location=tuple(co.location * 0.4), scale=0.3)
     bpy.context.view_layer.update()
-    full_idx = S.render_index(sc, W, H, tmp, fast_shading=False)  # reference: real materials, full frame
-    box = S.projected_box(sc, co, S.TARGET_INDEX, W, H, margin=2)
-    box_idx = S.render_index(sc, W, H, tmp, box_xyxy=box)  # fast: shading override + box
-    tgt = full_idx == S.TARGET_INDEX
+    full_idx = masks.render_index(sc, W, H, tmp, fast_shading=False)  # reference: real materials, full frame
+    box = masks.projected_box(sc, co, base.TARGET_INDEX, W, H, margin=2)
+    box_idx = masks.render_index(sc, W, H, tmp, box_xyxy=box)  # fast: shading override + box
+    tgt = full_idx == base.TARGET_INDEX
     res.update(mask_box_xyxy=list(box) if box else None, mask_target_px=int(tgt.sum()),
-               mask_occluder_px=int((full_idx == S.TARGET_INDEX + 1).sum()),
-               mask_box_equal=bool(np.array_equal(tgt, box_idx == S.TARGET_INDEX)))
+               mask_occluder_px=int((full_idx == base.TARGET_INDEX + 1).sum()),
+               mask_box_equal=bool(np.array_equal(tgt, box_idx == base.TARGET_INDEX)))
     # 3. composite vs one full Cycles render (same samples, no denoiser: only sampling noise differs)
     cfg = {"adaptive_threshold": 0.0, "max_bounces": 4, "denoiser": "none", "samples_min": a.samples}
-    S.configure_beauty(sc, a.samples, cfg)
+    beauty.configure_beauty(sc, a.samples, cfg)
     c.use_adaptive_sampling = False
-    full = S._render_rgb(sc, tmp, "full")
+    full = beauty._render_rgb(sc, tmp, "full")
     ys, xs = np.nonzero(full_idx > 0)
     region = (max(0, xs.min() - 4), max(0, ys.min() - 4), min(W, xs.max() + 5), min(H, ys.max() + 5))
-    comp, _ = S.render_composite(sc, W, H, a.samples, cfg, tuple(int(v) for v in region), bg, tmp)
+    comp, _ = beauty.render_composite(sc, W, H, a.samples, cfg, tuple(int(v) for v in region), bg, tmp)
     dc = np.abs(comp.astype(int) - full.astype(int))
     inside = np.zeros((H, W), bool)
     inside[region[1]:region[3], region[0]:region[2]] = True
