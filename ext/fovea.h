@@ -12,6 +12,7 @@
 #define FV_MAX_PATCH 1024
 #define FV_MAX_TOKENS 1000000
 #define FV_NUM_GROUPS 7
+#define FV_AUGMENT_LIMIT 1e6 /* |rot6| bound of augment_position */
 #define FV_FAR_SIGMAS 5.0 /* a Gaussian whose mean lies more than 5 widened σ outside the image is an error */
 
 /* ---- RNG: xoshiro256++ seeded through splitmix64; polar-method normals ---- */
@@ -57,18 +58,44 @@ typedef struct {
 int fv_place(const fv_image *im, const int *sizes, int k, const int *counts, double tau, fv_candidate_fn next,
              void *ctx, const double *region, uint8_t **patches, float **coords, double **centres, int *got, char *err);
 
+/* ---- compat = "authors" (fovea_authors.c): the authors' sampler, bit for bit ---- */
+typedef struct {
+    uint32_t jsr, jcong, w, z; /* KISS state */
+} fa_rng;
+
+typedef struct {
+    float mx, my, s1, s2, a, b; /* sampling Gaussian: pixels, widened, a flipped, (a, b) normalised */
+} fa_gauss;
+
+void fa_init_tables(void); /* builds the ziggurat tables; call once before any other fa_ function */
+int fa_tables_ready(void);
+void fa_seed(fa_rng *r, uint32_t seed); /* = the authors' initialize_ziggurat(seed) */
+uint32_t fa_kiss(fa_rng *r);
+float fa_normal(fa_rng *r);  /* r4_nor_value */
+float fa_uniform(fa_rng *r); /* r4_uni_value */
+int fa_gaussian(const double g6[6], fa_gauss *out);
+void fa_allocate(float s1w, float s2w, int num_tokens, const int *sizes, int k, float coverage, int *counts);
+int fa_run(const fv_image *im, const fa_gauss *g, fa_rng *r, const int *sizes, int k, const int *counts, float tau,
+           uint8_t **patches, float **coords, int *got, char *err);
+
 /* Whole pipeline for one object: validation, widening, allocation, Gaussian candidates, placement.
  * tau < 0 or coverage < 0: drawn from the RNG as in training (τ ~ U[0,4), c ~ U[0.1, 2)).
+ * compat: FV_COMPAT_EXACT (spec §3.5 rule, xoshiro stream) or FV_COMPAT_AUTHORS (the authors' sampler; seed < 2³²).
  * The caller allocates outputs with capacity counts[i] from fv_prepare. */
+#define FV_COMPAT_EXACT 0
+#define FV_COMPAT_AUTHORS 1
 typedef struct {
+    int compat;
     fv_gauss g;
     double tau, coverage;
     int counts[FV_MAX_SIZES];
     fv_rng rng;
+    fa_gauss ga; /* authors mode */
+    fa_rng arng;
 } fv_plan;
 
 int fv_prepare(const fv_image *im, const double g6[6], int num_tokens, const int *sizes, int k, double tau,
-               double coverage, uint64_t seed, fv_plan *plan, char *err);
+               double coverage, uint64_t seed, int compat, fv_plan *plan, char *err);
 int fv_run(const fv_image *im, fv_plan *plan, const int *sizes, int k, uint8_t **patches, float **coords, int *got,
            char *err);
 

@@ -431,12 +431,30 @@ static int gauss_next(void *ctx, int level, double *x, double *y) {
 }
 
 int fv_prepare(const fv_image *im, const double g6[6], int num_tokens, const int *sizes, int k, double tau,
-               double coverage, uint64_t seed, fv_plan *plan, char *err) {
+               double coverage, uint64_t seed, int compat, fv_plan *plan, char *err) {
     if (im->W < 3 || im->H < 3)
         return fv_fail(err, "image is %dx%d; the sampler needs at least 3x3 pixels (1-px margin for bilinear taps)", im->W, im->H);
+    if (compat != FV_COMPAT_EXACT && compat != FV_COMPAT_AUTHORS) return fv_fail(err, "unknown compat mode %d", compat);
+    plan->compat = compat;
     if (fv_sampling_gaussian(g6, im->W, im->H, &plan->g, err)) return -1;
     if (isnan(tau) || isinf(tau)) return fv_fail(err, "tau must be finite, got %g", tau);
     if (isnan(coverage) || isinf(coverage) || coverage == 0.0) return fv_fail(err, "coverage must be finite and > 0, got %g", coverage);
+    if (check_sizes(sizes, k, err)) return -1;
+    if (num_tokens < 0 || num_tokens > FV_MAX_TOKENS)
+        return fv_fail(err, "num_tokens must be in [0, %d], got %d", FV_MAX_TOKENS, num_tokens);
+    if (compat == FV_COMPAT_AUTHORS) {
+        if (seed > 0xFFFFFFFFULL) return fv_fail(err, "compat='authors' takes a seed in [0, 2**32) (their int seed), got %llu", (unsigned long long)seed);
+        if (!fa_tables_ready()) return fv_fail(err, "internal: ziggurat tables not built");
+        if (tau > 1e30 || coverage > 1e30) return fv_fail(err, "tau and coverage must be <= 1e30 in compat='authors' (float32), got %g, %g", tau, coverage);
+        fa_gaussian(g6, &plan->ga);
+        fa_seed(&plan->arng, (uint32_t)seed);
+        /* as their wrapper: the overlap threshold first, then the coverage, each only when not given (float32) */
+        float t = tau < 0 ? (float)((double)fa_uniform(&plan->arng) * 4.0) : (float)tau;
+        float c = coverage < 0 ? (float)(0.1 + (double)fa_uniform(&plan->arng) * 1.9) : (float)coverage;
+        plan->tau = t, plan->coverage = c;
+        fa_allocate(plan->ga.s1, plan->ga.s2, num_tokens, sizes, k, c, plan->counts);
+        return 0;
+    }
     fv_rng_seed(&plan->rng, seed);
     plan->tau = tau < 0 ? fv_uniform(&plan->rng) * 4.0 : tau;
     plan->coverage = coverage < 0 ? 0.1 + fv_uniform(&plan->rng) * 1.9 : coverage;
@@ -445,6 +463,8 @@ int fv_prepare(const fv_image *im, const double g6[6], int num_tokens, const int
 
 int fv_run(const fv_image *im, fv_plan *plan, const int *sizes, int k, uint8_t **patches, float **coords, int *got,
            char *err) {
+    if (plan->compat == FV_COMPAT_AUTHORS)
+        return fa_run(im, &plan->ga, &plan->arng, sizes, k, plan->counts, (float)plan->tau, patches, coords, got, err);
     gauss_src src = {&plan->rng, &plan->g};
     int pmax = 1;
     for (int i = 0; i < k; i++)
@@ -477,6 +497,11 @@ int fv_augment(fv_rng *r, const double in[6], double out[6], char *err) {
         if (!isfinite(in[i])) return fv_fail(err, "position contains NaN or inf");
     double mx = in[0], my = in[1], s1 = in[2], s2 = in[3], a = in[4], b = in[5];
     if (!(s1 > 0) || !(s2 > 0)) return fv_fail(err, "position stds must be > 0, got s1=%g s2=%g", s1, s2);
+    /* bounded inputs keep every intermediate finite (products stay below ~1e14) */
+    for (int i = 0; i < 6; i++)
+        if (fabs(in[i]) > FV_AUGMENT_LIMIT)
+            return fv_fail(err, "position value %d = %g out of range: |values| must be <= %g", i, in[i], FV_AUGMENT_LIMIT);
+    if (!(a * a + b * b > 1e-24)) return fv_fail(err, "position direction (a, b) is zero");
     /* 1. shift 10 % of σ along the (unflipped) axes */
     double u = fv_normal(r) * 0.1 * s1, v = fv_normal(r) * 0.1 * s2;
     mx += a * u - b * v;
@@ -498,6 +523,8 @@ int fv_augment(fv_rng *r, const double in[6], double out[6], char *err) {
     s1 = (1 - al) * s1 + al * siso;
     s2 = (1 - al) * s2 + al * siso;
     out[0] = mx, out[1] = my, out[2] = s1, out[3] = s2, out[4] = a2, out[5] = b2;
+    for (int i = 0; i < 6; i++)
+        if (!isfinite(out[i])) return fv_fail(err, "augmentation produced a non-finite value (internal)");
     return 0;
 }
 

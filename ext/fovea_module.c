@@ -99,6 +99,15 @@ static int parse_ints(PyObject *o, int *out, int maxn, int *n, const char *what)
     return 0;
 }
 
+static int parse_compat(PyObject *o, int *compat) {
+    if (o == NULL) return fail("compat must be given: 'exact' or 'authors'");
+    if (!PyUnicode_Check(o)) return fail("compat must be a string: 'exact' or 'authors'");
+    if (PyUnicode_CompareWithASCIIString(o, "exact") == 0) *compat = FV_COMPAT_EXACT;
+    else if (PyUnicode_CompareWithASCIIString(o, "authors") == 0) *compat = FV_COMPAT_AUTHORS;
+    else return fail("unknown compat mode: choose 'exact' or 'authors'");
+    return 0;
+}
+
 static int parse_image(PyObject *o, fv_image *im, PyArrayObject **arr) {
     if (!PyArray_Check(o)) return fail("image must be a numpy uint8 array of shape (H, W, 3)");
     PyArrayObject *a = (PyArrayObject *)o;
@@ -190,10 +199,11 @@ bad:
 
 /* ---------------------------------------------------------------- sample_patches */
 static PyObject *py_sample_patches(PyObject *self, PyObject *args) {
-    PyObject *img_o, *g_o, *sizes_o, *seed_o;
-    int num_tokens;
+    PyObject *img_o, *g_o, *sizes_o, *seed_o, *compat_o = NULL;
+    int num_tokens, compat;
     double tau, coverage;
-    if (!PyArg_ParseTuple(args, "OOiOddO", &img_o, &g_o, &num_tokens, &sizes_o, &tau, &coverage, &seed_o)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOiOddO|O", &img_o, &g_o, &num_tokens, &sizes_o, &tau, &coverage, &seed_o, &compat_o))
+        return NULL;
     fv_image im;
     PyArrayObject *arr;
     double g6[6];
@@ -201,10 +211,11 @@ static PyObject *py_sample_patches(PyObject *self, PyObject *args) {
     uint64_t seed;
     char err[FV_ERRLEN] = "";
     if (parse_image(img_o, &im, &arr) || parse_doubles(g_o, g6, 6, "gaussian") ||
-        parse_common(sizes_o, sizes, &k, num_tokens) || parse_seed(seed_o, &seed))
+        parse_common(sizes_o, sizes, &k, num_tokens) || parse_seed(seed_o, &seed) ||
+        parse_compat(compat_o, &compat))
         return NULL;
     fv_plan plan;
-    if (fv_prepare(&im, g6, num_tokens, sizes, k, tau, coverage, seed, &plan, err)) return fail(err), NULL;
+    if (fv_prepare(&im, g6, num_tokens, sizes, k, tau, coverage, seed, compat, &plan, err)) return fail(err), NULL;
     outputs o;
     if (outputs_alloc(&o, sizes, plan.counts, k)) return NULL;
     int rc;
@@ -221,14 +232,16 @@ static PyObject *py_sample_patches(PyObject *self, PyObject *args) {
 /* sample_patches_many(image, gaussians (K, 6) float64, num_tokens, sizes, tau, coverage, seeds (K,) uint64)
  * → list of per-object tuples, or a SamplerError instance for objects whose Gaussian is invalid. */
 static PyObject *py_sample_patches_many(PyObject *self, PyObject *args) {
-    PyObject *img_o, *g_o, *sizes_o, *seeds_o;
-    int num_tokens;
+    PyObject *img_o, *g_o, *sizes_o, *seeds_o, *compat_o = NULL;
+    int num_tokens, compat;
     double tau, coverage;
-    if (!PyArg_ParseTuple(args, "OOiOddO", &img_o, &g_o, &num_tokens, &sizes_o, &tau, &coverage, &seeds_o)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOiOddO|O", &img_o, &g_o, &num_tokens, &sizes_o, &tau, &coverage, &seeds_o, &compat_o))
+        return NULL;
     fv_image im;
     PyArrayObject *arr;
     int sizes[FV_MAX_SIZES], k;
-    if (parse_image(img_o, &im, &arr) || parse_common(sizes_o, sizes, &k, num_tokens)) return NULL;
+    if (parse_image(img_o, &im, &arr) || parse_common(sizes_o, sizes, &k, num_tokens) || parse_compat(compat_o, &compat))
+        return NULL;
     PyArrayObject *G = (PyArrayObject *)PyArray_FROMANY(g_o, NPY_FLOAT64, 2, 2, NPY_ARRAY_IN_ARRAY);
     if (!G) {
         PyErr_Clear();
@@ -261,7 +274,7 @@ static PyObject *py_sample_patches_many(PyObject *self, PyObject *args) {
     const double *gd = PyArray_DATA(G);
     const uint64_t *sd = PyArray_DATA(S);
     for (npy_intp j = 0; j < K; j++) {
-        ok[j] = fv_prepare(&im, gd + 6 * j, num_tokens, sizes, k, tau, coverage, sd[j], &plans[j], errs[j]) == 0;
+        ok[j] = fv_prepare(&im, gd + 6 * j, num_tokens, sizes, k, tau, coverage, sd[j], compat, &plans[j], errs[j]) == 0;
         if (ok[j] && outputs_alloc(&outs[j], sizes, plans[j].counts, k)) goto done;
     }
     Py_INCREF(arr);
@@ -449,6 +462,34 @@ static PyObject *py_draw_gaussian(PyObject *self, PyObject *args) {
     return (PyObject *)a;
 }
 
+/* authors_rng(seed, n, kind) → float32 (n,) from the authors' stream seeded as initialize_ziggurat(seed):
+ * kind 'normal' (r4_nor_value) or 'uniform' (r4_uni_value); uint32 (n,) for 'kiss' (tests only) */
+static PyObject *py_authors_rng(PyObject *self, PyObject *args) {
+    PyObject *seed_o;
+    Py_ssize_t n;
+    const char *kind;
+    if (!PyArg_ParseTuple(args, "Ons", &seed_o, &n, &kind)) return NULL;
+    uint64_t seed;
+    if (parse_seed(seed_o, &seed)) return NULL;
+    if (seed > 0xFFFFFFFFULL) return fail("seed must be in [0, 2**32)"), NULL;
+    if (n < 0 || n > 100000000) return fail("n out of range [0, 1e8]"), NULL;
+    int k = strcmp(kind, "normal") == 0 ? 0 : strcmp(kind, "uniform") == 0 ? 1 : strcmp(kind, "kiss") == 0 ? 2 : -1;
+    if (k < 0) return fail("kind must be 'normal', 'uniform' or 'kiss'"), NULL;
+    npy_intp d[1] = {n};
+    PyArrayObject *a = (PyArrayObject *)PyArray_SimpleNew(1, d, k == 2 ? NPY_UINT32 : NPY_FLOAT32);
+    if (!a) return NULL;
+    fa_rng r;
+    fa_seed(&r, (uint32_t)seed);
+    if (k == 2) {
+        uint32_t *p = PyArray_DATA(a);
+        for (Py_ssize_t i = 0; i < n; i++) p[i] = fa_kiss(&r);
+    } else {
+        float *p = PyArray_DATA(a);
+        for (Py_ssize_t i = 0; i < n; i++) p[i] = k == 0 ? fa_normal(&r) : fa_uniform(&r);
+    }
+    return (PyObject *)a;
+}
+
 static PyObject *py_sample_mask_pixels(PyObject *self, PyObject *args) {
     PyObject *m_o, *g_o, *n_o, *seed_o;
     if (!PyArg_ParseTuple(args, "OOOO", &m_o, &g_o, &n_o, &seed_o)) return NULL;
@@ -463,12 +504,19 @@ static PyObject *py_sample_mask_pixels(PyObject *self, PyObject *args) {
     int n[FV_NUM_GROUPS], k;
     uint64_t seed;
     char err[FV_ERRLEN] = "";
-    if (parse_doubles(g_o, g6, 6, "gaussian") || parse_ints(n_o, n, 64, &k, "group_counts") || parse_seed(seed_o, &seed))
-        return NULL;
-    if (k != FV_NUM_GROUPS) {
-        PyErr_Format(SamplerError, "group_counts must have exactly %d entries, got %d", FV_NUM_GROUPS, k);
+    if (parse_doubles(g_o, g6, 6, "gaussian") || parse_seed(seed_o, &seed)) return NULL;
+    /* the length is checked before anything is written into the 7-entry array */
+    Py_ssize_t len = PySequence_Check(n_o) ? PySequence_Size(n_o) : -1;
+    if (len < 0) {
+        PyErr_Clear();
+        return fail("group_counts must be a sequence of 7 ints"), NULL;
+    }
+    if (len != FV_NUM_GROUPS) {
+        PyErr_Format(SamplerError, "group_counts must have exactly %d entries, got %zd", FV_NUM_GROUPS, len);
         return NULL;
     }
+    if (parse_ints(n_o, n, FV_NUM_GROUPS, &k, "group_counts")) return NULL;
+    if (k != FV_NUM_GROUPS) return fail("group_counts changed length while being read"), NULL;
     npy_intp M = 0;
     for (int g = 0; g < FV_NUM_GROUPS; g++) {
         if (n[g] < 0 || n[g] > FV_MAX_TOKENS) return fail("group counts must be in [0, 1000000]"), NULL;
@@ -510,6 +558,10 @@ static PyObject *py_boundary_distance(PyObject *self, PyObject *args) {
         return fail("crop must be a 2-D uint8 array"), NULL;
     }
     npy_intp h = PyArray_DIM(m, 0), w = PyArray_DIM(m, 1);
+    if (h > (1 << 20) || w > (1 << 20) || (double)h * w > 2e9) {
+        Py_DECREF(m);
+        return fail("crop too large (sides <= 2**20, <= 2e9 pixels)"), NULL;
+    }
     npy_intp d[2] = {h, w};
     PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, d, NPY_INT32);
     if (!out) {
@@ -526,9 +578,10 @@ static PyObject *py_boundary_distance(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"sample_patches", py_sample_patches, METH_VARARGS,
-     "sample_patches(image, g6, num_tokens, sizes, tau, coverage, seed) -> (counts, patches, coords, tau, coverage)"},
+     "sample_patches(image, g6, num_tokens, sizes, tau, coverage, seed, compat) -> (counts, patches, coords, tau, coverage);"
+     " compat is 'exact' or 'authors' and must be given"},
     {"sample_patches_many", py_sample_patches_many, METH_VARARGS,
-     "sample_patches_many(image, gaussians (K,6), num_tokens, sizes, tau, coverage, seeds (K,)) -> list"},
+     "sample_patches_many(image, gaussians (K,6), num_tokens, sizes, tau, coverage, seeds (K,), compat) -> list"},
     {"place_patches", py_place_patches, METH_VARARGS,
      "place_patches(image, sizes, counts, candidates, tau) -> ((counts, patches, coords, tau, 0), centres)"},
     {"allocate_counts", py_allocate_counts, METH_VARARGS,
@@ -538,6 +591,7 @@ static PyMethodDef methods[] = {
     {"draw_gaussian", py_draw_gaussian, METH_VARARGS, "draw_gaussian(g6, n, seed) -> (n, 2) candidate centres"},
     {"sample_mask_pixels", py_sample_mask_pixels, METH_VARARGS,
      "sample_mask_pixels(mask, g6, group_counts, seed) -> (labels, coords)"},
+    {"authors_rng", py_authors_rng, METH_VARARGS, "authors_rng(seed, n, kind) -> the authors' KISS/ziggurat stream (tests)"},
     {"boundary_distance", py_boundary_distance, METH_VARARGS, "boundary_distance(crop) -> int32 distance map"},
     {NULL, NULL, 0, NULL},
 };
@@ -546,6 +600,7 @@ static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "flip._fovea", "FLIP 
 
 PyMODINIT_FUNC PyInit__fovea(void) {
     import_array();
+    fa_init_tables(); /* constant once built: read-only afterwards, safe with the GIL released */
     PyObject *m = PyModule_Create(&moddef);
     if (!m) return NULL;
     SamplerError = PyErr_NewException("flip._fovea.SamplerError", PyExc_ValueError, NULL);

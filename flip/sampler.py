@@ -111,7 +111,7 @@ def sample_patches(
     sizes = _ref.check_sizes(patch_sizes)
     if backend == "c":
         g = _ref._floats(g_px6, 6, "gaussian").tolist()
-        return _patchset(sizes, _fovea.sample_patches(image, g, _ref.check_tokens(num_tokens), sizes, t, c, seed))
+        return _patchset(sizes, _fovea.sample_patches(image, g, _ref.check_tokens(num_tokens), sizes, t, c, seed, "exact"))
     return _patchset(sizes, _ref.sample_patches(image, g_px6, num_tokens, sizes, t, c, seed))
 
 
@@ -146,7 +146,7 @@ def sample_patches_many(
     if seeds.shape != (k,):
         raise SamplerError(f"need one seed per Gaussian: {k} Gaussians, {seeds.shape} seeds")
     if backend == "c":
-        raw = _fovea.sample_patches_many(image, np.ascontiguousarray(g), _ref.check_tokens(num_tokens), sizes, t, c, seeds)
+        raw = _fovea.sample_patches_many(image, np.ascontiguousarray(g), _ref.check_tokens(num_tokens), sizes, t, c, seeds, "exact")
     else:
         raw = []
         for j in range(k):
