@@ -1,4 +1,5 @@
-"""Plain NumPy implementation of the fovea sampler (spec §3, §6.2, §6.4): the readable twin of ext/fovea_core.c.
+"""Plain NumPy implementation of the fovea sampler (spec §3, §6.2, §6.4) with compat="exact": the readable twin of
+ext/fovea_core.c. (compat="authors" has its own twin, flip/sampler/authors.py.)
 
 Same algorithms and the same validation as the C extension; the random streams differ (numpy's PCG64 here,
 xoshiro256++ in C), so C and NumPy agree exactly on deterministic parts (allocation, placement and extraction
@@ -11,6 +12,8 @@ import math
 
 import numpy as np
 
+from .errors import SamplerError
+
 FAR_SIGMAS = 5.0  # a Gaussian whose mean lies more than 5 widened σ outside the image is an error
 MAX_TOKENS = 1_000_000
 MAX_PATCH = 1024
@@ -18,10 +21,7 @@ MAX_SIZES = 16
 NUM_GROUPS = 7
 GROUP_THRESHOLDS = (2, 4, 8, 16, 32, 64)  # group 6 = every pixel of the crop
 OVERLAP_EPS = 1e-6
-
-
-class SamplerError(ValueError):
-    """Bad input to the fovea sampler (replaced by the C extension's class when it is built; see flip.sampler)."""
+AUGMENT_LIMIT = 1e6  # |rot6| bound of augment_position (as FV_AUGMENT_LIMIT in C)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -242,6 +242,11 @@ def augment(rng: np.random.Generator, rot6) -> np.ndarray:
     mx, my, s1, s2, a, b = p
     if not (s1 > 0 and s2 > 0):
         raise SamplerError(f"position stds must be > 0, got s1={s1} s2={s2}")
+    for i, x in enumerate(p):  # bounded inputs keep every intermediate finite
+        if abs(x) > AUGMENT_LIMIT:
+            raise SamplerError(f"position value {i} = {x} out of range: |values| must be <= {AUGMENT_LIMIT:g}")
+    if not a * a + b * b > 1e-24:
+        raise SamplerError("position direction (a, b) is zero")
     u, v = rng.standard_normal() * 0.1 * s1, rng.standard_normal() * 0.1 * s2
     mx, my = mx + a * u - b * v, my + b * u + a * v
     f = min((2.0 / 36.0) * min(s1, s2) / max(s1, s2, 1e-8), 2.0 / 36.0)

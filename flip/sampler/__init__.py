@@ -1,9 +1,20 @@
 """Fovea sampler, public API (docs/sampler.md; spec §3, §6.2, §6.4).
 
 Every function takes an explicit `seed` and `backend="c"` (the `flip._fovea` extension, default) or
-`backend="numpy"` (`flip.sampler_ref`, same algorithms, different random stream). Same seed ⇒ same output, in
-every run and every thread; there is no hidden RNG state. Gaussians are `g = (μx, μy, s1, s2, a, b)` in pixels,
-authors' rot convention, without the √2 widening (`flip.prompt.sampler_gaussian`); the sampler widens and flips.
+`backend="numpy"` (the NumPy twins in this package). Same seed ⇒ same output, in every run and every thread; there
+is no hidden RNG state. Gaussians are `g = (μx, μy, s1, s2, a, b)` in pixels, authors' rot convention, without the
+√2 widening (`flip.prompt.sampler_gaussian`); the sampler widens and flips.
+
+Patch sampling has two rules (`compat`, docs/sampler.md):
+  "exact"   the overlap rule of spec §3.5 as intended (summed intersection area ≤ τ·p²), xoshiro256++ stream;
+  "authors" the authors' sampler bit for bit (KISS + ziggurat seeded as their initialize_ziggurat(seed), their
+            allocation and placement order, their spatial hash with its quirks): what their weights were trained
+            and evaluated with. Seeds must be < 2**32.
+The default is "exact" (today's behaviour, so code that does not pass it yet is unchanged); callers should pass
+`compat` explicitly, taken from the weights they run (the rule belongs to the weights).
+
+Modules: reference.py (NumPy twin of "exact", PCG64 stream: agrees with C on the deterministic parts and in
+distribution), authors.py (NumPy twin of "authors": bit-identical to C), errors.py (SamplerError).
 """
 from __future__ import annotations
 
@@ -12,22 +23,22 @@ from typing import Sequence
 
 import numpy as np
 
-from . import sampler_ref as _ref
+from . import authors as _authors
+from . import reference as _ref
+from .errors import SamplerError
 
 try:
-    from . import _fovea
+    from .. import _fovea
 except ImportError as exc:  # the NumPy backend still works; the C one says how to build it
     _fovea = None
     _IMPORT_ERROR = exc
-    SamplerError = _ref.SamplerError
-else:
-    SamplerError = _fovea.SamplerError  # a ValueError subclass raised by the C code itself
-    _ref.SamplerError = SamplerError  # one class whichever backend raises
 
 PATCH_SIZES = (1, 2, 4, 8, 16)
 DEFAULT_GROUP_COUNTS = (2048 // 7 + 2048 % 7,) + (2048 // 7,) * 6  # (296, 292, …): spec §6.4
 FAR_SIGMAS = _ref.FAR_SIGMAS
 BACKENDS = ("c", "numpy")
+COMPAT_MODES = ("exact", "authors")
+DEFAULT_COMPAT = "exact"
 
 
 @dataclass
@@ -65,6 +76,12 @@ def _backend(backend: str) -> str:
     return backend
 
 
+def _compat(compat: str) -> str:
+    if compat not in COMPAT_MODES:
+        raise ValueError(f"unknown sampler compat mode {compat!r}; choose one of {COMPAT_MODES}")
+    return compat
+
+
 def _seed(seed) -> int:
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
         raise SamplerError(f"seed must be an int in [0, 2**64), got {seed!r}")
@@ -96,23 +113,32 @@ def sample_patches(
     coverage: float | None = 1.44,
     seed: int = 0,
     backend: str = "c",
+    compat: str = DEFAULT_COMPAT,
 ) -> PatchSet:
     """Fovea-like patches around one Gaussian (spec §3.1–3.5).
 
-    image: uint8 (H, W, 3) RGB, C-contiguous, at least 3×3. Counts are allocated coarse to fine (§3.2); patch sizes
-    that cannot fit the image (p ≥ min(H, W) − 1) get zero patches and take no budget, so tiny images still get
-    their fine patches. Placement runs fine to coarse, ≤ 10·n_i candidates per size; a candidate is rejected when
-    its box leaves the image (1-px margin) or its summed intersection area with all accepted patches exceeds τ·p².
-    Raises SamplerError on bad input, including a mean more than FAR_SIGMAS (5) widened stds outside the image.
+    image: uint8 (H, W, 3) RGB, C-contiguous, at least 3×3. Raises SamplerError on bad input, including a mean more
+    than FAR_SIGMAS (5) widened stds outside the image (both modes).
+
+    compat="exact": counts are allocated coarse to fine (§3.2); patch sizes that cannot fit the image
+    (p ≥ min(H, W) − 1) get zero patches and take no budget. Placement runs fine to coarse, ≤ 10·n_i candidates per
+    size; a candidate is rejected when its box leaves the image (1-px margin) or its summed intersection area with
+    all accepted patches exceeds τ·p².
+    compat="authors": the authors' sampler bit for bit (docs/sampler.md): float32 arithmetic, sizes allocated from
+    the last to the first and placed in the order given (pass them ascending, as the authors do), no size dropped
+    for not fitting, their spatial-hash overlap test. seed must be < 2**32. For bit-identity with a norm-frame rot
+    position, build g_px6 with `authors_gaussian_px` (float32 chain of their wrapper).
     """
     _backend(backend)
+    _compat(compat)
     t, c = _tau_cov(tau, coverage)
     seed = _seed(seed)
     sizes = _ref.check_sizes(patch_sizes)
     if backend == "c":
         g = _ref._floats(g_px6, 6, "gaussian").tolist()
-        return _patchset(sizes, _fovea.sample_patches(image, g, _ref.check_tokens(num_tokens), sizes, t, c, seed, "exact"))
-    return _patchset(sizes, _ref.sample_patches(image, g_px6, num_tokens, sizes, t, c, seed))
+        return _patchset(sizes, _fovea.sample_patches(image, g, _ref.check_tokens(num_tokens), sizes, t, c, seed, compat))
+    twin = _authors if compat == "authors" else _ref
+    return _patchset(sizes, twin.sample_patches(image, g_px6, num_tokens, sizes, t, c, seed))
 
 
 def sample_patches_many(
@@ -125,14 +151,17 @@ def sample_patches_many(
     seeds=None,
     backend: str = "c",
     errors: str = "raise",
+    compat: str = DEFAULT_COMPAT,
 ) -> list:
     """sample_patches for K objects of one image; the C backend runs the whole loop with the GIL released.
 
-    gaussians: (K, 6) pixels as for sample_patches. seeds: (K,) ints (default 0..K−1).
+    gaussians: (K, 6) pixels as for sample_patches. seeds: (K,) ints (default 0..K−1), one independent stream per
+    object. compat as for sample_patches.
     errors="raise": the first invalid object raises SamplerError naming its index; errors="return": its list entry
     is the SamplerError instance and the other objects are still sampled (batch jobs count and skip it).
     """
     _backend(backend)
+    _compat(compat)
     if errors not in ("raise", "return"):
         raise ValueError("errors must be 'raise' or 'return'")
     t, c = _tau_cov(tau, coverage)
@@ -146,12 +175,13 @@ def sample_patches_many(
     if seeds.shape != (k,):
         raise SamplerError(f"need one seed per Gaussian: {k} Gaussians, {seeds.shape} seeds")
     if backend == "c":
-        raw = _fovea.sample_patches_many(image, np.ascontiguousarray(g), _ref.check_tokens(num_tokens), sizes, t, c, seeds, "exact")
+        raw = _fovea.sample_patches_many(image, np.ascontiguousarray(g), _ref.check_tokens(num_tokens), sizes, t, c, seeds, compat)
     else:
+        twin = _authors if compat == "authors" else _ref
         raw = []
         for j in range(k):
             try:
-                raw.append(_ref.sample_patches(image, g[j], num_tokens, sizes, t, c, int(seeds[j])))
+                raw.append(twin.sample_patches(image, g[j], num_tokens, sizes, t, c, int(seeds[j])))
             except SamplerError as e:
                 raw.append(e)
     out = []
@@ -166,9 +196,18 @@ def sample_patches_many(
     return out
 
 
+def authors_gaussian_px(rot6_norm: Sequence[float], width: int, height: int) -> np.ndarray:
+    """Pixel Gaussian g6 (float64, un-widened, a unflipped) from a norm-frame rot position, through the float32
+    chain of the authors' wrapper: sample_patches(..., compat="authors") then sees exactly the float32 Gaussian
+    their sampler sees for the float32 rot (μ = (m + 1)·W/2, σ = s·√2·W/2 with W for s1 and H for s2). Values
+    differ from flip.prompt.sampler_gaussian (float64) by float32 rounding only."""
+    return _authors.gaussian_px_from_rot(rot6_norm, int(width), int(height))
+
+
 def place_patches(image, patch_sizes, counts, candidates, tau: float, backend: str = "c"):
-    """Placement and extraction from given candidate centres (pixels, one (m, 2) array per size): the
-    deterministic half of sample_patches, exposed so both backends can be compared on one candidate stream.
+    """Placement and extraction from given candidate centres (pixels, one (m, 2) array per size) with the
+    compat="exact" rule: the deterministic half of sample_patches, exposed so both backends can be compared on one
+    candidate stream.
     Returns (PatchSet, accepted centres per size in pixels)."""
     _backend(backend)
     sizes = _ref.check_sizes(patch_sizes)
