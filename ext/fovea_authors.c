@@ -395,6 +395,16 @@ static void extract(const fv_image *im, float cx, float cy, int p, uint8_t *out)
     }
 }
 
+int fa_extract(const fv_image *im, float cx, float cy, int p, uint8_t *out, char *err) {
+    if (p < 1 || p > FV_MAX_PATCH) return fa_fail(err, "patch size %d out of range [1, %d]", p, FV_MAX_PATCH);
+    const float half = (float)p / 2.0f;
+    /* the sampler's own bounds test (written as "inside" so NaN is rejected) */
+    if (!(cx - half >= 0 && cx + half < (float)(im->W - 1) && cy - half >= 0 && cy + half < (float)(im->H - 1)))
+        return fa_fail(err, "patch of size %d at (%g, %g) leaves the %dx%d image", p, cx, cy, im->W, im->H);
+    extract(im, cx, cy, p, out);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ the whole sampler */
 #define FA_BUF 256
 #define FA_REFILL 16

@@ -490,6 +490,39 @@ static PyObject *py_authors_rng(PyObject *self, PyObject *args) {
     return (PyObject *)a;
 }
 
+/* authors_extract(image, centres float32 (n, 2), p) → uint8 (n, p, p, 3): compat="authors" extraction (tests) */
+static PyObject *py_authors_extract(PyObject *self, PyObject *args) {
+    PyObject *img_o, *c_o;
+    int p;
+    if (!PyArg_ParseTuple(args, "OOi", &img_o, &c_o, &p)) return NULL;
+    fv_image im;
+    PyArrayObject *arr;
+    if (parse_image(img_o, &im, &arr)) return NULL;
+    if (p < 1 || p > FV_MAX_PATCH) return fail("patch size out of range [1, 1024]"), NULL;
+    PyArrayObject *C = (PyArrayObject *)PyArray_FROMANY(c_o, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY);
+    if (!C || PyArray_DIM(C, 1) != 2) {
+        PyErr_Clear();
+        Py_XDECREF(C);
+        return fail("centres must be an (n, 2) float32 array"), NULL;
+    }
+    npy_intp n = PyArray_DIM(C, 0), d[4] = {n, p, p, 3};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(4, d, NPY_UINT8);
+    if (!out) {
+        Py_DECREF(C);
+        return NULL;
+    }
+    const float *c = PyArray_DATA(C);
+    char err[FV_ERRLEN];
+    for (npy_intp i = 0; i < n; i++)
+        if (fa_extract(&im, c[2 * i], c[2 * i + 1], p, (uint8_t *)PyArray_DATA(out) + (size_t)i * p * p * 3, err)) {
+            Py_DECREF(C);
+            Py_DECREF(out);
+            return fail(err), NULL;
+        }
+    Py_DECREF(C);
+    return (PyObject *)out;
+}
+
 static PyObject *py_sample_mask_pixels(PyObject *self, PyObject *args) {
     PyObject *m_o, *g_o, *n_o, *seed_o;
     if (!PyArg_ParseTuple(args, "OOOO", &m_o, &g_o, &n_o, &seed_o)) return NULL;
@@ -591,6 +624,7 @@ static PyMethodDef methods[] = {
     {"draw_gaussian", py_draw_gaussian, METH_VARARGS, "draw_gaussian(g6, n, seed) -> (n, 2) candidate centres"},
     {"sample_mask_pixels", py_sample_mask_pixels, METH_VARARGS,
      "sample_mask_pixels(mask, g6, group_counts, seed) -> (labels, coords)"},
+    {"authors_extract", py_authors_extract, METH_VARARGS, "authors_extract(image, centres (n,2) float32, p) -> patches (tests)"},
     {"authors_rng", py_authors_rng, METH_VARARGS, "authors_rng(seed, n, kind) -> the authors' KISS/ziggurat stream (tests)"},
     {"boundary_distance", py_boundary_distance, METH_VARARGS, "boundary_distance(crop) -> int32 distance map"},
     {NULL, NULL, 0, NULL},

@@ -44,7 +44,7 @@ def test_bad_images(backend, image, msg):
 @pytest.mark.parametrize("image, msg", BAD_IMAGES)
 def test_bad_images_in_c_directly(image, msg):
     with pytest.raises(S.SamplerError, match=msg):
-        S._fovea.sample_patches(image, G, 512, SIZES, 1.0, 1.0, 0)
+        S._fovea.sample_patches(image, G, 512, SIZES, 1.0, 1.0, 0, "exact")
 
 
 @pytest.mark.parametrize("backend", S.BACKENDS)
@@ -57,7 +57,7 @@ def test_bad_gaussians(backend, g, msg):
 @pytest.mark.parametrize("g, msg", BAD_GAUSSIANS)
 def test_bad_gaussians_in_c_directly(g, msg):
     with pytest.raises(S.SamplerError, match=msg):
-        S._fovea.sample_patches(IMG, g, 512, SIZES, 1.0, 1.0, 0)
+        S._fovea.sample_patches(IMG, g, 512, SIZES, 1.0, 1.0, 0, "exact")
 
 
 def test_far_rule_boundary():
@@ -107,11 +107,11 @@ def test_bad_parameters_in_c_directly():
         ((IMG, "abcdef", 512, SIZES, 1.0, 1.0, 0), "not a number"),
     ]:
         with pytest.raises(S.SamplerError, match=msg):
-            F.sample_patches(*args)
+            F.sample_patches(*args, "exact")
     with pytest.raises(S.SamplerError, match="same length"):
         F.place_patches(IMG, SIZES, (1, 2), [np.zeros((1, 2))], 0.0)
     with pytest.raises(S.SamplerError, match=r"\(K, 6\)"):
-        F.sample_patches_many(IMG, np.zeros((3, 5)), 512, SIZES, 1.0, 1.0, np.zeros(3, np.uint64))
+        F.sample_patches_many(IMG, np.zeros((3, 5)), 512, SIZES, 1.0, 1.0, np.zeros(3, np.uint64), "exact")
     with pytest.raises(S.SamplerError, match="tau"):
         F.place_patches(IMG, (4,), (1,), [np.zeros((1, 2))], -1.0)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from flip import sampler as S
-from flip import sampler_ref as R
+from flip.sampler import reference as R
 
 pytestmark = pytest.mark.skipif(S._fovea is None, reason="C extension flip._fovea not built")
 
