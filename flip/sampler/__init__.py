@@ -3,7 +3,7 @@
 Every function takes an explicit `seed` and `backend="c"` (the `flip._fovea` extension, default) or
 `backend="numpy"` (the NumPy twins in this package). Same seed ⇒ same output, in every run and every thread; there
 is no hidden RNG state. Gaussians are `g = (μx, μy, s1, s2, a, b)` in pixels, authors' rot convention, without the
-√2 widening (`flip.prompt.sampler_gaussian`); the sampler widens and flips.
+√2 widening (`flip.gaussian.sampler_gaussian`); the sampler widens and flips.
 
 Patch sampling has two rules (`compat`, docs/sampler.md):
   "exact"   the overlap rule of spec §3.5 as intended (summed intersection area ≤ τ·p²), xoshiro256++ stream;
