@@ -10,6 +10,8 @@ PRESET  ?= mini
 OUT     ?= $(DATA)
 ARGS    ?=
 STAMP   := $(VENV)/.stamp
+# OpenMP workers sleep instead of spinning on a shared CPU (flip/runtime.py)
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup setup-all test bench objascale train ext clean help
 help:

@@ -10,6 +10,7 @@ tokens gives an empty mask; a NaN / non-PSD Gaussian or one the sampler rejects 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .modeling import TokenBatch
+from .runtime import intra_op_threads
 from segcore.prompt import Prompt, PromptError, validate_rho
 
 from .gaussian import CONVENTIONS, PER_AXIS, model_position, sampler_gaussian
@@ -73,8 +75,8 @@ class FlipPredictor:
         convention = convention or getattr(model, "gaussian_convention", PER_AXIS)
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown Gaussian convention {convention!r}; choose one of {CONVENTIONS}")
-        if threads:
-            torch.set_num_threads(int(threads))
+        # CPU thread budget (default: torch.get_num_threads() at each predict). Never set globally: see flip/runtime.py.
+        self.threads = int(threads) if threads else None
         self.device = torch.device(device or default_device())
         self.model = model.to(self.device).eval()
         self.mode, self.convention = mode, convention
@@ -85,6 +87,7 @@ class FlipPredictor:
         self.image: np.ndarray | None = None
         self._image_time = 0.0
         self.last_tokens: list[int] = []
+        self._workers = 1
 
     @property
     def timings(self) -> dict:
@@ -154,12 +157,15 @@ class FlipPredictor:
                 batch = TokenBatch.from_objects(patches, coords, np.stack(positions), self.model.patch_sizes, self.device)
         if not active:
             return masks[0] if single else masks
-        with self.timer("encoder"):
-            cache = self.model.encode(batch, self.attention)
-        if self.mode == "5sigma":
-            self._predict_5sigma(cache, active, boxes, masks)
-        else:
-            self._predict_hierarchical(cache, active, boxes, masks)
+        self._workers = self.threads or torch.get_num_threads()
+        # ops on one thread, the budget spent on independent query chunks (flip/runtime.py says why)
+        with intra_op_threads(1) if self.device.type == "cpu" else contextlib.nullcontext():
+            with self.timer("encoder"):
+                cache = self.model.encode(batch, self.attention)
+            if self.mode == "5sigma":
+                self._predict_5sigma(cache, active, boxes, masks)
+            else:
+                self._predict_hierarchical(cache, active, boxes, masks)
         return masks[0] if single else masks
 
     def _model_xy(self, xs, ys):
@@ -167,7 +173,7 @@ class FlipPredictor:
         return xs / 128.0 - w / 256.0, ys / 128.0 - h / 256.0
 
     def _decode(self, cache, coords, q_lens):
-        return self.model.decode(cache, coords, q_lens, self.attention, self.query_chunk)
+        return self.model.decode(cache, coords, q_lens, self.attention, self.query_chunk, self._workers)
 
     def _predict_5sigma(self, cache, active, boxes, masks):
         with self.timer("decoder"):

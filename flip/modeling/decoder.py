@@ -59,6 +59,7 @@ def _query_chunks(q_lens: np.ndarray, kv_lens: np.ndarray, chunk: int):
         start = end
 
 
+MIN_PARALLEL_CHUNK = 1024  # queries: smaller chunks cost more in per-op overhead than a second thread saves
 DNNL_MIN_SCORES = 1 << 18  # below this many query×key scores per chunk torch's fused SDPA wins (call overhead)
 
 
@@ -134,8 +135,11 @@ class PixelDecoder(nn.Module):
         k, v = self.attention.keys_values(x, key_pos, value_pos)
         return KVCache(k, v, np.asarray(seqlens, dtype=np.int64), positions)
 
-    def query(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 4096) -> torch.Tensor:
-        """Logits (Σq,) for query coordinates (Σq, 2) in model units, q_lens[b] of them for object b."""
+    def query(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 4096,
+              workers: int = 1) -> torch.Tensor:
+        """Logits (Σq,) for query coordinates (Σq, 2) in model units, q_lens[b] of them for object b.
+        workers > 1: query chunks run on that many threads (flip.runtime.parallel_map), each op on one thread;
+        the first chunk runs alone first so that every lazily built weight cache exists before threads share it."""
         q_lens = np.asarray(q_lens, dtype=np.int64).reshape(-1)
         if len(q_lens) != cache.num_objects:
             raise ValueError(f"{len(q_lens)} query groups for {cache.num_objects} cached objects")
@@ -145,8 +149,13 @@ class PixelDecoder(nn.Module):
         out = coords.new_empty(total)
         att = self.attention
         use_dnnl = (numerics.fast_path() and coords.is_cpu and mode in ("auto", "loop") and cache.k.shape[1] % att.heads == 0
-                    and numerics.pack_weight(cache.k[:1, :1]) is not None)
-        for qs, qe, ks, ke, ql, kl, b0, b1 in _query_chunks(q_lens, cache.kv_lens, chunk):
+                    and cache.k.dtype == torch.float32 and numerics._dnnl_available())  # (a probe reorder cost 1 ms a call)
+        workers = max(1, int(workers)) if (coords.is_cpu and numerics.fast_path()) else 1  # ort_order is per thread
+        if workers > 1:  # about 4 chunks per worker, so that a descheduled worker costs at most one small chunk
+            chunk = max(MIN_PARALLEL_CHUNK, min(chunk, -(-total // (4 * workers))))
+
+        def run(c):
+            qs, qe, ks, ke, ql, kl, b0, b1 = c
             obj = torch.as_tensor(np.repeat(np.arange(b0, b1), ql), device=coords.device)
             e = relative_embedding(cache.positions[obj], coords[qs:qe])
             q = att.query(e)
@@ -154,6 +163,20 @@ class PixelDecoder(nn.Module):
                 o = self._dnnl_attention(cache, q, b0, ql, kl, ks)
             else:
                 o = packed_attention(q, cache.k[ks:ke], cache.v[ks:ke], att.heads, ql, kl, mode)
-            o = att.out(o)
-            out[qs:qe] = self.head(o)
+            out[qs:qe] = self.head(att.out(o))
+
+        chunks = list(_query_chunks(q_lens, cache.kv_lens, chunk))
+        if workers == 1 or len(chunks) < 2:
+            for c in chunks:
+                run(c)
+            return out
+        from ..runtime import parallel_map
+
+        if use_dnnl:  # per-object K/V packs, built once here instead of racing inside the threads
+            kv_off = np.concatenate([[0], np.cumsum(cache.kv_lens)])
+            for b, n in enumerate(cache.kv_lens):
+                if n and b not in cache.packed:
+                    cache.packed[b] = numerics.packed_heads(cache.k[kv_off[b]:kv_off[b + 1]], cache.v[kv_off[b]:kv_off[b + 1]], att.heads)
+        run(chunks[0])
+        parallel_map(run, chunks[1:], workers)
         return out

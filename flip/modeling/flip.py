@@ -48,8 +48,9 @@ class FLIP(nn.Module):
                 x = layer(x, lens, None, mode)
         return self.mask_extractor.prepare_kv(x, pos[-2], pos[-1], seqlens, batch.positions)
 
-    def decode(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 4096) -> torch.Tensor:
-        return self.mask_extractor.query(cache, coords, q_lens, mode, chunk)
+    def decode(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 4096,
+               workers: int = 1) -> torch.Tensor:
+        return self.mask_extractor.query(cache, coords, q_lens, mode, chunk, workers)
 
     def forward(self, batch: TokenBatch, coords: torch.Tensor, q_lens=None, mode: str = "auto") -> torch.Tensor:
         """Logits for query coords (Σq, 2) (model units); q_lens[b] queries belong to object b (default: all to one)."""
