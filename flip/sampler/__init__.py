@@ -200,7 +200,7 @@ def authors_gaussian_px(rot6_norm: Sequence[float], width: int, height: int) -> 
     """Pixel Gaussian g6 (float64, un-widened, a unflipped) from a norm-frame rot position, through the float32
     chain of the authors' wrapper: sample_patches(..., compat="authors") then sees exactly the float32 Gaussian
     their sampler sees for the float32 rot (μ = (m + 1)·W/2, σ = s·√2·W/2 with W for s1 and H for s2). Values
-    differ from flip.prompt.sampler_gaussian (float64) by float32 rounding only."""
+    differ from flip.gaussian.sampler_gaussian (float64) by float32 rounding only."""
     return _authors.gaussian_px_from_rot(rot6_norm, int(width), int(height))
 
 
