@@ -1,5 +1,10 @@
-"""Heat maps (paper Fig. 7 style) and trade-off plots, with matplotlib (Agg). Bins are fixed log-spaced edges,
-so the same records always give the same grid (tested)."""
+"""Heat maps (paper Fig. 7 style), A − B difference maps and trade-off plots, with matplotlib (Agg).
+
+Bins are fixed log-spaced edges, so the same records always give the same grid (tested); each map shows only
+the rows and columns that hold objects. Figures are saved with a tight bounding box as PNG at 2× (200 dpi,
+embedded in the HTML report at half size) and SVG. Count labels are black or white, whichever contrasts more
+with the cell under them.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +15,8 @@ import numpy as np
 REL_AREA_EDGES = 10.0 ** np.arange(-6.0, 0.0001, 0.5)
 RESOLUTION_EDGES = 2.0 ** np.arange(6.0, 13.0001, 0.5)
 ABS_AREA_EDGES = 10.0 ** np.arange(0.0, 8.0001, 0.5)
+DPI = 200  # 2× of the 100 dpi the figures are laid out for
+COUNT_FONTSIZE = 8
 
 
 def heatmap_bins(x: np.ndarray, y: np.ndarray, v: np.ndarray, xedges: np.ndarray, yedges: np.ndarray):
@@ -29,6 +36,15 @@ def heatmap_bins(x: np.ndarray, y: np.ndarray, v: np.ndarray, xedges: np.ndarray
     return mean, count
 
 
+def occupied_range(count: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((first row, last row + 1), (first column, last column + 1)) of the bins holding objects; the whole grid
+    when it is empty."""
+    rows, cols = np.nonzero(count)
+    if not len(rows):
+        return (0, count.shape[0]), (0, count.shape[1])
+    return (int(rows.min()), int(rows.max()) + 1), (int(cols.min()), int(cols.max()) + 1)
+
+
 def _plt():
     import matplotlib
 
@@ -41,12 +57,30 @@ def _plt():
 def _save(fig, out_base: Path) -> list[Path]:
     out = []
     for ext in ("png", "svg"):
-        p = out_base.with_suffix(f".{ext}")
+        p = out_base.parent / f"{out_base.name}.{ext}"  # not with_suffix: labels such as flip-tiny.authors hold dots
         tmp = p.with_name(f".{p.stem}.tmp.{ext}")
-        fig.savefig(tmp, dpi=100, format=ext, metadata={"Date": None} if ext == "svg" else None)
+        fig.savefig(tmp, dpi=DPI, format=ext, bbox_inches="tight", pad_inches=0.06,
+                    metadata={"Date": None} if ext == "svg" else {"Software": None})
         tmp.replace(p)
         out.append(p)
     return out
+
+
+def _luminance(rgb) -> float:
+    """WCAG relative luminance of an sRGB colour in [0, 1]."""
+    c = np.asarray(rgb[:3], dtype=float)
+    c = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return float(0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2])
+
+
+def contrast_ratio(a, b) -> float:
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def text_color_for(background) -> str:
+    """Black or white, whichever contrasts more with the background colour."""
+    return "black" if contrast_ratio(background, (0, 0, 0)) >= contrast_ratio(background, (1, 1, 1)) else "white"
 
 
 def _edge_label(v: float) -> str:
@@ -54,60 +88,166 @@ def _edge_label(v: float) -> str:
     return f"1e{int(e)}" if abs(e - round(e)) < 1e-9 else f"{v:.3g}"
 
 
-def plot_heatmap(mean, count, xedges, yedges, xlabel, ylabel, title, out_base: Path) -> list[Path]:
+def _ticks(lo: int, hi: int, edges, decades: bool):
+    """Tick positions (bin edges) in [lo, hi] and their labels; every edge when few, else every other."""
+    step = 1 if hi - lo <= 6 else 2
+    start = lo if not decades else lo + (lo % 2 if step == 2 else 0)  # keep whole decades labelled
+    ks = list(range(start, hi + 1, step))
+    labels = [_edge_label(edges[k]) if decades else f"{edges[k]:.0f}" for k in ks]
+    return ks, labels
+
+
+def heatmap_figure(mean, count, xedges, yedges, xlabel, ylabel, title, diverging: bool = False, value_label="mean IoU (%)"):
+    """(fig, ax, image) of a binned map on bin-index axes, cropped to the occupied bins. mean in [0, 1] IoU,
+    or an IoU difference in [−1, 1] when diverging."""
+    plt = _plt()
+    (r0, r1), (c0, c1) = occupied_range(count)
+    ncols, nrows = c1 - c0, r1 - r0
+    fig, ax = plt.subplots(figsize=(min(7.0, 2.4 + 0.62 * max(ncols, 3)), min(5.2, 1.6 + 0.42 * max(nrows, 3))))
+    values = 100 * np.asarray(mean, dtype=float)
+    if diverging:
+        finite = np.abs(values[np.isfinite(values)])
+        lim = max(5.0, float(np.ceil(finite.max() / 5) * 5)) if finite.size else 5.0
+        cmap, vmin, vmax = plt.get_cmap("RdBu"), -lim, lim
+    else:
+        cmap, vmin, vmax = plt.get_cmap("viridis"), 0.0, 100.0
+    im = ax.imshow(np.ma.masked_invalid(values), origin="lower", vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto",
+                   extent=(0, len(xedges) - 1, 0, len(yedges) - 1), interpolation="nearest")
+    ax.set_facecolor("#f4f4f4")  # empty bins inside the occupied range
+    for i, j in zip(*np.nonzero(count)):
+        bg = cmap(im.norm(values[i, j]))
+        ax.text(j + 0.5, i + 0.5, str(count[i, j]), ha="center", va="center", fontsize=COUNT_FONTSIZE,
+                color=text_color_for(bg))
+    ax.set_xlim(c0, c1)
+    ax.set_ylim(r0, r1)
+    decades_y = np.isclose(yedges[1] / yedges[0], 10**0.5)  # log10 bins get 1eN labels, powers of two plain numbers
+    xt, xl = _ticks(c0, c1, xedges, True)
+    yt, yl = _ticks(r0, r1, yedges, decades_y)
+    ax.set_xticks(xt, xl, fontsize=8)
+    ax.set_yticks(yt, yl, fontsize=8)
+    fig.colorbar(im, ax=ax, label=value_label, fraction=0.05, pad=0.03)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(title, fontsize=10)
+    return fig, ax, im
+
+
+def plot_heatmap(mean, count, xedges, yedges, xlabel, ylabel, title, out_base: Path, **kw) -> list[Path]:
     """Drawn on bin-index axes with edge labels (log-scale axes make matplotlib ~10× slower here)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
-    im = ax.imshow(np.ma.masked_invalid(100 * mean), origin="lower", vmin=0, vmax=100, cmap="viridis", aspect="auto",
-                   extent=(0, len(xedges) - 1, 0, len(yedges) - 1), interpolation="nearest")
-    for i, j in zip(*np.nonzero(count)):
-        ax.text(j + 0.5, i + 0.5, str(count[i, j]), ha="center", va="center", fontsize=6, color="white")
-    xt, yt = np.arange(0, len(xedges), 2), np.arange(0, len(yedges), 2)
-    ax.set_xticks(xt, [_edge_label(xedges[k]) for k in xt], fontsize=8)
-    decades = np.isclose(yedges[1] / yedges[0], 10**0.5)  # log10 bins get 1eN labels, powers of two plain numbers
-    ax.set_yticks(yt, [_edge_label(yedges[k]) if decades else f"{yedges[k]:.0f}" for k in yt], fontsize=8)
-    fig.colorbar(im, ax=ax, label="mean IoU (%)")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title + "  (numbers: objects per bin)", fontsize=9)
+    fig, _, _ = heatmap_figure(mean, count, xedges, yedges, xlabel, ylabel, title, **kw)
     paths = _save(fig, out_base)
     plt.close(fig)
     return paths
 
 
+REL_LABEL = "relative mask area (fraction of image)"
+RES_LABEL = "image resolution √(W·H) (px)"
+ABS_LABEL = "absolute mask area (px)"
+
+
 def model_heatmaps(valid_df, label: str, out_dir: Path, slug: str) -> dict[str, list[Path]]:
     """Two maps for one model over all datasets: IoU over relative area × image resolution, and relative ×
-    absolute area (Fig. 7)."""
+    absolute area (Fig. 7). Numbers in the cells: objects per bin."""
     rel = valid_df["area_ratio"].to_numpy(float)
     res = np.sqrt(valid_df["width"].to_numpy(float) * valid_df["height"].to_numpy(float))
     absa = valid_df["area_px"].to_numpy(float)
     iou = valid_df["iou"].to_numpy(float)
     out = {}
     m, c = heatmap_bins(rel, res, iou, REL_AREA_EDGES, RESOLUTION_EDGES)
-    out["resolution"] = plot_heatmap(m, c, REL_AREA_EDGES, RESOLUTION_EDGES, "relative mask area (fraction of image)",
-                                     "image resolution √(W·H) (px)", f"{label}: IoU over relative area and resolution",
+    out["resolution"] = plot_heatmap(m, c, REL_AREA_EDGES, RESOLUTION_EDGES, REL_LABEL, RES_LABEL, label,
                                      out_dir / f"heatmap_resolution_{slug}")
     m, c = heatmap_bins(rel, absa, iou, REL_AREA_EDGES, ABS_AREA_EDGES)
-    out["absolute"] = plot_heatmap(m, c, REL_AREA_EDGES, ABS_AREA_EDGES, "relative mask area (fraction of image)",
-                                   "absolute mask area (px)", f"{label}: IoU over relative and absolute mask area",
+    out["absolute"] = plot_heatmap(m, c, REL_AREA_EDGES, ABS_AREA_EDGES, REL_LABEL, ABS_LABEL, label,
                                    out_dir / f"heatmap_area_{slug}")
     return out
 
 
-def tradeoff_plot(points: list[dict], xkey: str, xlabel: str, out_base: Path) -> list[Path]:
-    """points: [{label, iou, params, time_ms}] with meaningful IoU only."""
+def difference_heatmap(joined, label_a: str, label_b: str, out_base: Path) -> list[Path]:
+    """Mean IoU(A) − IoU(B) per bin (relative area × resolution) on the objects both segmented. joined has
+    area_ratio, width, height, iou_a, iou_b."""
+    rel = joined["area_ratio"].to_numpy(float)
+    res = np.sqrt(joined["width"].to_numpy(float) * joined["height"].to_numpy(float))
+    diff = joined["iou_a"].to_numpy(float) - joined["iou_b"].to_numpy(float)
+    m, c = heatmap_bins(rel, res, diff, REL_AREA_EDGES, RESOLUTION_EDGES)
+    return plot_heatmap(m, c, REL_AREA_EDGES, RESOLUTION_EDGES, REL_LABEL, RES_LABEL, f"{label_a} − {label_b}", out_base,
+                        diverging=True, value_label="mean IoU difference (points)")
+
+
+MARKERS = "osD^v<>Pp*hX"
+
+
+def _human(v: float, unit: str) -> str:
+    if unit == "params":
+        for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if v >= div:
+                return f"{v / div:.3g}{suf}"
+    return f"{v:g}"
+
+
+def tradeoff_plot(points: list[dict], xkey: str, xlabel: str, out_base: Path, xerr_key: str | None = None) -> list[Path]:
+    """Average IoU against a cost on a log axis, one marker per model with a legend (short labels).
+    points: [{label, iou, iou_ci: (lo, hi), params, time_ms, time_iqr: (q25, q75)}], IoU in [0, 1].
+    A cost of 0 (e.g. the oracle box's parameters) is drawn at a marked '0' position left of the log range;
+    points without a cost are named in a note under the plot, never dropped silently."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    fig.subplots_adjust(left=0.12, right=0.95, bottom=0.14, top=0.95)
-    for p in points:
-        if p.get(xkey) and np.isfinite(p[xkey]) and p[xkey] > 0 and np.isfinite(p["iou"]):
-            ax.scatter(p[xkey], 100 * p["iou"], s=30)
-            ax.annotate(p["label"], (p[xkey], 100 * p["iou"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    xs = [p.get(xkey) for p in points]
+    positive = [x for x in xs if x is not None and np.isfinite(x) and x > 0]
+    lo_pos = min(positive) if positive else 1.0
+    zero_x = lo_pos / 10.0
+    colors = plt.get_cmap("tab10").colors
+    missing, has_zero = [], False
+    # models with the same cost (e.g. one architecture with two weight files) are spread a little sideways
+    same: dict[float, list[int]] = {}
+    for i, x in enumerate(xs):
+        if x is not None and np.isfinite(x):
+            same.setdefault(float(x), []).append(i)
+    dodge = {i: 10 ** (0.02 * (k - (len(g) - 1) / 2)) for g in same.values() for k, i in enumerate(g)}
+    for i, p in enumerate(points):
+        x, y = p.get(xkey), p.get("iou")
+        if x is None or not np.isfinite(x) or y is None or not np.isfinite(y):
+            missing.append(p["label"])
+            continue
+        is_zero = x <= 0
+        has_zero |= is_zero
+        px = (zero_x if is_zero else x) * dodge.get(i, 1.0)
+        yerr = None
+        if p.get("iou_ci") and all(np.isfinite(p["iou_ci"])):
+            yerr = [[100 * (y - p["iou_ci"][0])], [100 * (p["iou_ci"][1] - y)]]
+        xerr = None
+        if xerr_key and not is_zero and p.get(xerr_key) and all(np.isfinite(p[xerr_key])):
+            q0, q1 = p[xerr_key]
+            xerr = [[max(x - q0, 0.0)], [max(q1 - x, 0.0)]]
+        ax.errorbar([px], [100 * y], yerr=yerr, xerr=xerr, fmt=MARKERS[i % len(MARKERS)], color=colors[i % len(colors)],
+                    ms=7, capsize=3, lw=1, label=p["label"] + (" (0)" if is_zero else ""))
     ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("Average IoU (%)")
+    if has_zero:
+        left = zero_x / 2.5
+        ax.set_xlim(left=left)
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in 10.0 ** np.arange(np.floor(np.log10(lo_pos)), np.ceil(np.log10(hi)) + 1) if lo_pos / 1.5 <= t <= hi]
+        if len(ticks) < 2:  # less than a decade of positive values: label the values themselves
+            ticks = sorted(set(ticks) | set(positive))
+        ax.set_xticks([zero_x] + ticks, ["0"] + [_human(t, xkey) for t in ticks])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+        ax.axvline(np.sqrt(zero_x * lo_pos), color="0.6", lw=0.8, ls=(0, (3, 3)))  # axis break: 0 is not on the log scale
+    elif xkey == "params":
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in 10.0 ** np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1) if lo <= t <= hi]
+        if len(ticks) < 2:
+            ticks = sorted(set(ticks) | set(positive))
+        if ticks:
+            ax.set_xticks(ticks, [_human(t, xkey) for t in ticks])
+            ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel("Average IoU (%)", fontsize=9)
+    ax.tick_params(labelsize=8)
     ax.grid(True, alpha=0.3)
+    if any(x is not None and np.isfinite(x) for x in xs):
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if missing:
+        fig.text(0.01, -0.02, "not shown (no value): " + ", ".join(missing), fontsize=8, ha="left", va="top")
     paths = _save(fig, out_base)
     plt.close(fig)
     return paths

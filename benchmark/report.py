@@ -1,8 +1,12 @@
-"""Reports from the records alone: python -m benchmark.report RUN_DIR [--merge] [--latest].
+"""Reports from the records alone: python -m benchmark.report RUN_DIR [--merge] [--no-latest] [--baseline MODEL].
 
-Writes into RUN_DIR: table1/table3/sizes/ci/paired/status as .md, .csv and .tex; heat maps and trade-off plots
-as PNG and SVG under plots/; report.md and one self-contained report.html (images embedded as base64) with the
-run's settings and machine info. results/latest then points at the run.
+Writes into RUN_DIR: table1/table3/sizes/ci/paired/status/counters as .md, .csv and .tex; heat maps, A − B
+difference maps and trade-off plots as PNG (2×) and SVG under plots/; report.md; and one self-contained,
+phone-readable report.html (figures embedded, no network) that opens with a headline: the best model, its
+margin over a named baseline (the runner-up unless --baseline names one) with a 95 % interval and the share
+of objects it does better on, and a model × object-size grid. The run details list every model variant of
+every invocation recorded in run.json (its `invocations` list; older single-invocation files are read too).
+results/latest then points at the run. Check the page in a browser with scripts/check_report.py.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import json
 import os
 import re
 import shutil
+import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +28,8 @@ import numpy as np
 from . import plots, stats, tables
 from .models import iou_is_meaningful
 from segcore.records import SCHEMA_VERSION, merge as merge_records, read_frame, record_files
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(path: Path, text: str) -> None:
@@ -34,41 +42,140 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-")
 
 
+_COUNTER_NAMES = {"ok": "OK", "failed": "Failed", "empty_masks_skipped": "Empty masks skipped",
+                  "area_filtered": "Filtered by area", "already_done": "Already done"}
+
+
 def counters_table(run_dir: Path) -> tables.Table:
-    """What each shard's last invocation skipped or failed (summary-*.json): empty masks, area filter, resume."""
-    keys = ("ok", "failed", "empty_masks_skipped", "area_filtered", "already_done")
-    rows = []
+    """What each shard's last invocation counted (summary-*.json): every integer counter the file holds."""
+    summaries = []
     for f in sorted(run_dir.glob("summary-*.json")):
-        s = json.loads(f.read_text())
-        rows.append([str(s.get("shard", f.stem))] + [str(s.get(k, "")) for k in keys])
-    t = tables.Table("counters", "Run counters (last invocation of each shard)", ["Shard", "OK", "Failed", "Empty masks skipped",
-                                                                                  "Filtered by area", "Already done"], rows)
+        try:
+            summaries.append((f, json.loads(f.read_text())))
+        except (OSError, ValueError) as e:
+            summaries.append((f, {"error": f"unreadable: {e}"}))
+    keys = [k for k in _COUNTER_NAMES if any(k in s for _, s in summaries)]
+    keys += [k for _, s in summaries for k, v in s.items() if isinstance(v, int) and not isinstance(v, bool) and k not in keys]
+    keys = list(dict.fromkeys(keys))
+    rows = [[str(s.get("shard", f.stem))] + [str(s.get(k, tables.EMPTY)) for k in keys] for f, s in summaries]
+    header = ["Shard"] + [_COUNTER_NAMES.get(k, k.replace("_", " ").capitalize()) for k in keys]
+    t = tables.Table("counters", "Run counters (last invocation of each shard)", header, rows)
     if not rows:
         t.notes.append("no summary files in this run folder")
     return t
 
 
-def model_points(df) -> list[dict]:
-    """One point per model with meaningful IoU: Average IoU (mean of dataset means), params, time per object."""
+# ---- run.json: every invocation, every model variant ----
+
+def invocations(meta: dict) -> list[dict]:
+    """The invocations of a run: run.json's `invocations` list when present, else the single invocation that
+    older run.json files describe. Each: {started, argv (str), models: {label: info}, settings, machine}."""
+    inv = meta.get("invocations")
+    if isinstance(inv, list) and inv:
+        out = []
+        for i in inv:
+            argv = i.get("argv")
+            out.append({"started": i.get("started", ""), "argv": " ".join(map(str, argv)) if isinstance(argv, list) else str(argv or ""),
+                        "models": i.get("models") if isinstance(i.get("models"), dict) else {},
+                        "settings": i.get("settings") or {}, "machine": i.get("machine") or {},
+                        "code_version": i.get("code_version") or (i.get("machine") or {}).get("code_version")})
+        return out
+    settings = meta.get("settings") or {}
+    extra = settings.get("extra") or {}
+    argv = extra.get("argv") or extra.get("command_line") or ""
+    return [{"started": meta.get("updated") or meta.get("created", ""), "argv": " ".join(argv) if isinstance(argv, list) else str(argv),
+             "models": meta.get("models") if isinstance(meta.get("models"), dict) else {}, "settings": settings,
+             "machine": meta.get("machine") or {}, "code_version": meta.get("code_version"), "single": True}]
+
+
+_SOURCES = {"authors": "the authors' published weights", "project": "weights trained by this project",
+            "random": "random initialisation: timing only, IoU n/a", "official": "the official published weights",
+            "oracle": "no weights", "none": "no weights"}
+
+
+def explain(model: str, weights: str) -> str:
+    """One line on what a variant is, for run.json files that do not carry the registry's description."""
+    base = model.split(".", 1)[0]
+    if base == "oracle-box":
+        return "not a model: fills each prompt's ground-truth box, i.e. the IoU a box prompt alone gives (a floor)"
+    if base == "noop":
+        return "not a model: returns empty masks without work, to measure the harness's own overhead (IoU n/a)"
+    src = _SOURCES.get(tables.weights_source(weights), f"weights {tables.weights_source(weights)}")
+    if base.startswith("flip-"):
+        if base.endswith("-h"):
+            return (f"FLIP-{base[5:-2].title()} with hierarchical refinement (the paper's FLIPh): a coarse grid over the "
+                    f"box, then only uncertain pixels re-queried at finer scales; {src}")
+        return f"FLIP-{base[5:].title()}, 5σ mode: every pixel of the prompt's μ ± 5σ box is queried; {src}"
+    return f"{base}: box-prompted baseline, {src}"
+
+
+def variants(df, invs: list[dict]) -> list[dict]:
+    """Every (model, weights) in the records with its label, weights id, parameters, mode, the command of the
+    invocation that ran it and a one-line description."""
+    pairs = tables.model_order(df)
+    labels = tables.short_labels(pairs)
+    out = []
+    for m, w in pairs:
+        rec = df[(df["model"] == m) & (df["weights_id"] == w)]
+        info, cmd, started = {}, None, None
+        for inv in invs:  # the latest invocation that ran this variant
+            for key, mi in inv["models"].items():
+                if not isinstance(mi, dict):
+                    continue
+                if (key == m or mi.get("registry_name") == m) and str(mi.get("weights_id", w)) == str(w):
+                    info, cmd, started = mi, inv["argv"], inv["started"]
+        mode = info.get("mode")
+        if not mode and "mode" in rec.columns:
+            modes = [x for x in dict.fromkeys(rec["mode"].dropna().astype(str)) if x]
+            mode = ", ".join(modes) if modes else None
+        if not mode and m.startswith("flip-"):
+            mode = "hierarchical (from the -h name)" if m.split(".", 1)[0].endswith("-h") else "5sigma (the default; not recorded)"
+        params = rec["num_parameters"].dropna()
+        out.append({"label": labels[(m, w)], "model": m, "weights": str(w), "mode": mode or tables.EMPTY,
+                    "params": tables.fmt_params(params.iloc[0] if len(params) else None),
+                    "description": info.get("description") or explain(m, str(w)), "command": cmd, "started": started})
+    return out
+
+
+# ---- numbers for the figures ----
+
+def model_points(df, seed: int = 0) -> list[dict]:
+    """One point per model with meaningful IoU: Average IoU (mean of dataset means) with a stratified bootstrap
+    95 % CI, params, median time per object (ms) with its interquartile range."""
     pts = []
     pairs = tables.model_order(df)
+    labels = tables.short_labels(pairs)
     ok = tables.valid_iou(df)
     datasets = list(dict.fromkeys(df["dataset"]))
     for m, w in pairs:
         if not iou_is_meaningful(w):
             continue
         sub = ok[(ok["model"] == m) & (ok["weights_id"] == w)]
-        means = [sub[sub["dataset"] == d]["iou"].mean() for d in datasets if (sub["dataset"] == d).any()]
-        if len(means) != len(datasets):
+        groups = [sub[sub["dataset"] == d]["iou"].to_numpy(float) for d in datasets]
+        if any(len(g) == 0 for g in groups):
             continue
         allm = df[(df["model"] == m) & (df["weights_id"] == w)]
-        pts.append({"label": tables.model_label(m, w, pairs), "iou": float(np.mean(means)),
+        t = sub["time_object"].to_numpy(float) * 1e3
+        t = t[np.isfinite(t)]
+        pts.append({"label": labels[(m, w)], "iou": float(np.mean([g.mean() for g in groups])),
+                    "iou_ci": stats.bootstrap_average_ci(groups, stats._rng(seed, "tradeoff", m, w)),
                     "params": float(allm["num_parameters"].dropna().iloc[0]) if allm["num_parameters"].notna().any() else float("nan"),
-                    "time_ms": float(np.nanmean(sub["time_object"])) * 1e3 if sub["time_object"].notna().any() else float("nan")})
+                    "time_ms": float(np.median(t)) if t.size else float("nan"),
+                    "time_iqr": (float(np.quantile(t, 0.25)), float(np.quantile(t, 0.75))) if t.size else None})
     return pts
 
 
-def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | None = None) -> Path:
+def difference_pairs(df, head: dict | None) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """A − B pairs drawn as difference maps: the headline's best model against every other model with IoU."""
+    if not head:
+        return []
+    pairs = [p for p in tables.model_order(df) if iou_is_meaningful(p[1])]
+    labels = tables.short_labels(tables.model_order(df))
+    best = [p for p in pairs if labels[p] == head["best"]]
+    return [(best[0], p) for p in pairs if best and p != best[0]]
+
+
+def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | None = None, baseline: str | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder not found: {run_dir}")
@@ -77,13 +184,16 @@ def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | N
     if merge:
         merge_records(run_dir)
     meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    invs = invocations(meta) if meta else []
     if seed is None:
         seed = int(meta.get("settings", {}).get("seed", 0) or 0)
     df = read_frame(run_dir)
-    order = {m: i for i, m in enumerate((meta.get("settings") or {}).get("models", []))}
+    model_names = [m for inv in invs for m in (inv["settings"].get("models") or list(inv["models"]))]
+    order = {m: i for i, m in enumerate(dict.fromkeys(model_names))}
     if order:  # the run's model order, not the merged file's alphabetical one
         df = df.assign(_o=df["model"].map(lambda m: order.get(m, len(order)))).sort_values("_o", kind="stable").drop(columns="_o")
 
+    head = stats.headline(df, seed, baseline)
     made = [tables.table1(df), tables.table3(df), tables.size_table(df), stats.ci_table(df, seed),
             stats.paired_table(df, seed), tables.status_table(df), counters_table(run_dir)]
     for t in made:
@@ -93,54 +203,261 @@ def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | N
 
     plot_dir = run_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
-    figures: list[tuple[str, Path]] = []
+    for old in list(plot_dir.glob("*.png")) + list(plot_dir.glob("*.svg")):
+        old.unlink()  # figures of models no longer in the records must not linger
+    figures: dict[str, list[tuple[str, Path]]] = {"maps": [], "diffs": [], "tradeoffs": []}
     ok = tables.valid_iou(df)
     pairs = tables.model_order(df)
+    labels = tables.short_labels(pairs)
     for m, w in pairs:
         sub = ok[(ok["model"] == m) & (ok["weights_id"] == w)]
         if sub.empty:
             continue
-        label = tables.model_label(m, w, pairs)
-        maps = plots.model_heatmaps(sub, label, plot_dir, _slug(f"{m}_{w}"))
-        figures += [(f"{label}: IoU over relative mask area and image resolution", maps["resolution"][0]),
-                    (f"{label}: IoU over relative and absolute mask area (Fig. 7)", maps["absolute"][0])]
-    pts = model_points(df)
+        maps = plots.model_heatmaps(sub, labels[(m, w)], plot_dir, _slug(labels[(m, w)]))
+        figures["maps"] += [(f"{labels[(m, w)]}: mean IoU over relative mask area and image resolution", maps["resolution"][0]),
+                            (f"{labels[(m, w)]}: mean IoU over relative and absolute mask area (Fig. 7)", maps["absolute"][0])]
+    keys = ["dataset", "image_id", "object_id"]
+    for a, b in difference_pairs(df, head):
+        xa = ok[(ok["model"] == a[0]) & (ok["weights_id"] == a[1])]
+        xb = ok[(ok["model"] == b[0]) & (ok["weights_id"] == b[1])][keys + ["iou"]]
+        j = xa[keys + ["iou", "area_ratio", "width", "height"]].merge(xb, on=keys, suffixes=("_a", "_b"))
+        if j.empty:
+            continue
+        png = plots.difference_heatmap(j, labels[a], labels[b], plot_dir / f"diff_{_slug(labels[a])}_minus_{_slug(labels[b])}")[0]
+        figures["diffs"].append((f"{labels[a]} − {labels[b]}: mean IoU difference (points) on the {len(j)} objects both "
+                                 "segmented; blue: A better, red: B better", png))
+    pts = model_points(df, seed)
     if pts:
-        figures.append(("Trade-off: Average IoU vs parameters", plots.tradeoff_plot(pts, "params", "parameters", plot_dir / "tradeoff_params")[0]))
-        figures.append(("Trade-off: Average IoU vs time per object", plots.tradeoff_plot(pts, "time_ms", "time per object (ms)", plot_dir / "tradeoff_time")[0]))
+        figures["tradeoffs"].append(("Average IoU (95 % CI) against parameters", plots.tradeoff_plot(pts, "params", "parameters", plot_dir / "tradeoff_params")[0]))
+        figures["tradeoffs"].append(("Average IoU (95 % CI) against the median time per object; horizontal bars: "
+                                     "interquartile range of the times", plots.tradeoff_plot(pts, "time_ms", "median time per object (ms)",
+                                                                                             plot_dir / "tradeoff_time", xerr_key="time_iqr")[0]))
+    var = variants(df, invs)
+    now = ReportContext.now(run_dir, meta)
 
-    md = [f"# Benchmark report: {run_dir.name}", "", f"Records: {len(df)} rows (schema v{SCHEMA_VERSION}). "
-          f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.", ""]
-    md += [t.to_markdown() for t in made]
-    md += [f"![{cap}](plots/{p.name})" for cap, p in figures]
+    md = [f"# Benchmark report: {run_dir.name}", "", f"Records: {len(df)} rows (schema v{SCHEMA_VERSION}). Generated {now.generated}.", "",
+          headline_markdown(head), ""]
+    seen: set[str] = set()
+    for t in made:
+        md.append(t.to_markdown(notes=False))
+        new = [n for n in t.notes if n not in seen]
+        seen.update(new)
+        md += [f"- {n}" for n in new] + [""]
+    md += ["## Models", ""] + [f"- **{v['label']}**: {v['description']}. Weights `{v['weights']}`, mode {v['mode']}, "
+                               f"command `{v['command'] or 'not recorded'}`" for v in var] + [""]
+    md += [f"![{cap}](plots/{p.name})" for group in figures.values() for cap, p in group]
     _write(run_dir / "report.md", "\n".join(md) + "\n")
-    _write(run_dir / "report.html", render_html(run_dir.name, made, figures, meta, len(df)))
+    _write(run_dir / "report.html", render_html(run_dir.name, made, figures, meta, invs, var, head, len(df), now))
 
     if latest:
         point_latest(run_dir)
     return run_dir / "report.html"
 
 
-def render_html(title: str, made, figures, meta: dict, n_rows: int) -> str:
+# ---- HTML ----
+
+class ReportContext:
+    """What the report says about when and where it was made (next to what run.json says about the run)."""
+
+    def __init__(self, generated, tz, load, code_version):
+        self.generated, self.tz, self.load, self.code_version = generated, tz, load, code_version
+
+    @classmethod
+    def now(cls, run_dir: Path, meta: dict):
+        try:
+            load = tuple(round(x, 2) for x in os.getloadavg())
+        except OSError:
+            load = None
+        return cls(time.strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)"), time.strftime("%Z, UTC%z"), load, code_version(ROOT))
+
+
+def code_version(repo: Path) -> str:
+    """git describe of the code tree (with -dirty when it has uncommitted edits); 'unknown' outside git."""
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty", "--tags"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def headline_sentence(head: dict | None) -> str:
+    if head is None:
+        return "No model in this run has a meaningful IoU (random weights or no model): nothing to rank."
+    s = f"{head['best']} has the highest mean IoU, {head['best_iou']:.2f} % over {head['n']} objects"
+    p = head.get("paired")
+    if head.get("baseline") is None:
+        return s + "; it is the only model with a meaningful IoU, so there is no baseline to compare with."
+    if p is None:
+        return s + f"; it shares no object with the baseline {head['baseline']}, so there is no paired comparison."
+    lo, hi = p["ci"]
+    return (s + f": {100 * p['mean']:+.2f} points over {head['baseline']} ({head['baseline_why']}; 95 % CI "
+            f"[{100 * lo:+.2f}, {100 * hi:+.2f}] on the {p['n']} objects both segmented), better on {_pct(p['better'])} "
+            f"of them, equal on {_pct(p['equal'])}, worse on {_pct(p['worse'])}.")
+
+
+def headline_markdown(head: dict | None) -> str:
+    out = [f"**{headline_sentence(head)}**"]
+    if head:
+        g = head["grid"]
+        out += ["", "| Model | " + " | ".join(g["columns"]) + " |", "|:---|" + "---:|" * len(g["columns"])]
+        for i, (label, _, cells) in enumerate(g["rows"]):
+            vals = []
+            for j, (v, n) in enumerate(cells):
+                txt = tables.EMPTY if not np.isfinite(v) else f"{v:.2f}"
+                txt = f"**{txt}**" if i in g["best"].get(j, []) else txt
+                vals.append(txt + f" (n={n}{', few' if 0 < n < stats.SMALL_SAMPLE else ''})")
+            out.append(f"| {label} | " + " | ".join(vals) + " |")
+    return "\n".join(out)
+
+
+def headline_html(head: dict | None) -> str:
     e = html.escape
-    imgs = []
-    for cap, png in figures:
-        data = base64.b64encode(png.read_bytes()).decode("ascii")
-        imgs.append(f"<figure><img alt='{e(cap)}' src='data:image/png;base64,{data}'><figcaption>{e(cap)}</figcaption></figure>")
-    settings = json.dumps(meta.get("settings", {}), indent=2, default=str)
-    machine = json.dumps(meta.get("machine", {}), indent=2, default=str)
-    models = json.dumps(meta.get("models", {}), indent=2, default=str)
-    datasets = json.dumps(meta.get("datasets", []), indent=2, default=str)
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}figure{display:inline-block;margin:1em}"
-             "img{max-width:560px}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}.notes{font-size:90%;color:#555}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{style}</style></head><body>"
-            f"<h1>Benchmark report: {e(title)}</h1><p>{n_rows} records, schema v{SCHEMA_VERSION}. Generated "
-            f"{e(time.strftime('%Y-%m-%d %H:%M:%S'))}. Torch threads: {e(str(meta.get('torch_threads')))}.</p>"
-            + "".join(t.to_html() for t in made) + "<h2>Figures</h2>" + "".join(imgs)
-            + f"<h2>Models</h2><pre>{e(models)}</pre><h2>Datasets</h2><pre>{e(datasets)}</pre>"
-            + f"<h2>Settings</h2><pre>{e(settings)}</pre><h2>Machine</h2><pre>{e(machine)}</pre></body></html>\n")
+    out = [f"<p class='headline'>{e(headline_sentence(head))}</p>"]
+    if not head:
+        return "".join(out)
+    g = head["grid"]
+    cols = "".join(f"<th scope='col' class='num'>{e(c)}</th>" for c in g["columns"])
+    body, small = [], False
+    for i, (label, _, cells) in enumerate(g["rows"]):
+        tds = []
+        for j, (v, n) in enumerate(cells):
+            if not np.isfinite(v):
+                tds.append(f"<td class='num'>{tables.EMPTY} <span class='n'>n=0</span></td>")
+                continue
+            val = f"{v:.2f}"
+            if i in g["best"].get(j, []):
+                val = f"<strong>{val}</strong>"
+            flag = n < stats.SMALL_SAMPLE
+            small |= flag
+            tds.append(f"<td class='num{' few' if flag else ''}'>{val} <span class='n'>n={n}{'†' if flag else ''}</span></td>")
+        body.append(f"<tr><td class='txt'>{e(label)}</td>{''.join(tds)}</tr>")
+    out.append("<p class='notes'>Mean IoU (%) by object subset, all datasets pooled; best per column in bold.</p>"
+               f"<div class='scroll'><table class='data grid'><thead><tr><th scope='col' class='txt'>Model</th>{cols}</tr></thead>"
+               f"<tbody>{''.join(body)}</tbody></table></div>")
+    if small:
+        out.append(f"<p class='notes'>† fewer than {stats.SMALL_SAMPLE} objects: the mean is unreliable.</p>")
+    return "".join(out)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    with open(path, "rb") as f:
+        head = f.read(24)
+    return struct.unpack(">II", head[16:24])
+
+
+def figure_html(cap: str, png: Path) -> str:
+    """A 2× PNG embedded at half its pixel size (sharp on high-density screens), scaled down to fit."""
+    e = html.escape
+    w, h = png_size(png)
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return (f"<figure><img alt='{e(cap)}' width='{w // 2}' height='{h // 2}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{e(cap)}</figcaption></figure>")
+
+
+STYLE = """
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1200px;margin:0 auto;padding:12px 16px;color:#222;line-height:1.45}
+h1{font-size:1.5em;overflow-wrap:anywhere}h2{margin-top:1.6em;border-bottom:1px solid #ddd}h3{font-size:1.05em;margin:1.2em 0 .3em}
+.headline{font-size:1.1em;background:#eef5ee;border-left:4px solid #3a7;padding:.6em .8em}
+.scroll{overflow-x:auto;max-width:100%;margin:.3em 0 .6em}
+table.data{border-collapse:separate;border-spacing:0;font-size:.92em}
+table.data caption{text-align:left;font-size:.9em;color:#555;padding-bottom:.3em;caption-side:top}
+table.data th,table.data td{padding:4px 10px;border-bottom:1px solid #e2e2e2;white-space:nowrap}
+table.data th{background:#f3f3f3;font-weight:600}
+.num{text-align:right;font-variant-numeric:tabular-nums}.txt{text-align:left}
+table.data tr>:first-child{position:sticky;left:0;background:#fff;z-index:1;box-shadow:inset -1px 0 0 #ccc}
+table.data thead tr>:first-child{background:#f3f3f3}
+.n{color:#666;font-size:.85em}.few{background:#fff6e0}
+.notes{font-size:.88em;color:#555;margin:.2em 0 1em}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,460px),1fr));gap:18px;align-items:start}
+figure{margin:0;min-width:0}figure img{display:block;max-width:100%;height:auto}
+figcaption{font-size:.88em;color:#444;margin-top:.3em}
+.variant{margin:.6em 0;padding-left:.8em;border-left:3px solid #ddd}
+code,pre{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.85em}
+code{overflow-wrap:anywhere;background:#f5f5f5;padding:0 .2em}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;max-width:100%}
+details{margin:.4em 0}summary{cursor:pointer;font-weight:600}
+dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em}dl.kv dd{margin:0;overflow-wrap:anywhere;min-width:0}
+@media (max-width:600px){body{padding:8px 10px}.headline{font-size:1em}dl.kv{grid-template-columns:1fr}dl.kv dd{margin-left:1em}}
+"""
+
+
+def _kv(items) -> str:
+    e = html.escape
+    return "<dl class='kv'>" + "".join(f"<dt>{e(k)}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+
+
+def run_details_html(meta: dict, invs: list[dict], var: list[dict], now: ReportContext) -> str:
+    e = html.escape
+    out = ["<h2 id='details'>Run details</h2><h3>Models compared</h3>"]
+    for v in var:
+        cmd = (f"<code>{e(v['command'])}</code>" if v["command"] else
+               "not recorded (this run.json keeps only its last invocation's models)")
+        out.append(f"<div class='variant'><strong>{e(v['label'])}</strong>: {e(v['description'])}.<br>"
+                   f"weights <code>{e(v['weights'])}</code> · {e(v['params'])} parameters · mode {e(str(v['mode']))}<br>"
+                   f"command: {cmd}</div>")
+    out.append("<p class='notes'>Labels: a model name alone when it ran with one set of weights; with several, the source of "
+               "the weights as a tag (<code>.authors</code>: the authors' published file, <code>.project</code>: trained "
+               "here). <code>-h</code>: FLIP with hierarchical refinement. <code>oracle-box</code>: the prompt's box "
+               "filled, not a model.</p>")
+    machine = meta.get("machine") or {}
+    load_run = machine.get("load_average_1_5_15min")
+    recorded = [inv.get("code_version") for inv in invs if inv.get("code_version")]
+    out.append("<h3>Where and when</h3>" + _kv([
+        ("invocations", e(str(len(invs))) + ("" if not any(i.get("single") for i in invs) else
+                                              " recorded (older run.json: only the last one is kept)")),
+        ("run created / updated", e(f"{meta.get('created', '?')} / {meta.get('updated', '?')}")),
+        ("code version of the run", e(", ".join(dict.fromkeys(recorded))) if recorded else "not recorded in run.json"),
+        ("code version of this report", f"<code>{e(now.code_version)}</code>"),
+        ("report generated", e(now.generated)),
+        ("time zone", e(now.tz) + " (run.json times carry their UTC offset)"),
+        ("machine load during the run (1, 5, 15 min)", e(str(load_run)) if load_run else "not recorded"),
+        ("machine load when the report was made", e(str(now.load)) if now.load else "unknown"),
+        ("machine", e(", ".join(str(machine.get(k)) for k in ("cpu_model", "cpu_count", "platform") if machine.get(k))) or "not recorded"),
+        ("torch threads", e(str(meta.get("torch_threads", "not recorded")))),
+    ]))
+    out.append("<h3>Invocations</h3>")
+    for k, inv in enumerate(invs, 1):
+        models = ", ".join(inv["models"]) or "not recorded"
+        out.append(f"<details><summary>{k}. {e(str(inv['started']))}: {e(models)}</summary>"
+                   + _kv([("command", f"<code>{e(inv['argv'] or 'not recorded')}</code>")])
+                   + f"<pre>{e(json.dumps(inv['settings'], indent=2, default=str))}</pre></details>")
+    out.append("<h3>Raw records of the run</h3>")
+    for name, key in (("Models (run.json)", "models"), ("Datasets", "datasets"), ("Settings of the last invocation", "settings"),
+                      ("Machine", "machine")):
+        out.append(f"<details><summary>{e(name)}</summary><pre>{e(json.dumps(meta.get(key, {}), indent=2, default=str))}</pre></details>")
+    out.append(f"<details><summary>run.json in full</summary><pre>{e(json.dumps(meta, indent=2, default=str))}</pre></details>")
+    return "".join(out)
+
+
+def render_html(title: str, made, figures: dict, meta: dict, invs: list[dict], var: list[dict], head, n_rows: int,
+                now: ReportContext) -> str:
+    e = html.escape
+    seen: set[str] = set()
+    parts = []
+    for t in made:
+        new = [n for n in t.notes if n not in seen]  # each footnote once, under the first table that needs it
+        seen.update(new)
+        parts.append(t.to_html(notes=new))
+    figs = []
+    for key, name in (("maps", "IoU maps"), ("diffs", "Differences between models"), ("tradeoffs", "Trade-offs")):
+        if figures.get(key):
+            figs.append(f"<h3>{name}</h3><div class='figs'>" + "".join(figure_html(c, p) for c, p in figures[key]) + "</div>")
+    if figures.get("maps"):
+        figs.insert(0, "<p class='notes'>Maps: numbers in the cells are objects per bin; only bins holding objects are shown.</p>")
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{e(title)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>Benchmark report: {e(title)}</h1>{headline_html(head)}"
+            f"<p class='notes'>{n_rows} records, schema v{SCHEMA_VERSION}. Generated {e(now.generated)}. "
+            "<a href='#details'>Run details</a> below.</p>"
+            "<h2>Tables</h2>" + "".join(parts) + "<h2>Figures</h2>" + "".join(figs)
+            + run_details_html(meta, invs, var, now) + "</body></html>\n")
 
 
 def point_latest(run_dir: Path) -> Path:
@@ -169,9 +486,11 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="store_true", help="first fold all shard part files into records.csv")
     p.add_argument("--no-latest", dest="latest", action="store_false", help="do not point results/latest at this run")
     p.add_argument("--seed", type=int, help="bootstrap seed (default: the run's seed)")
+    p.add_argument("--baseline", help="model the headline compares the best one with: a label as in the tables "
+                                      "(e.g. flip-tiny.project) or a model name (default: the runner-up)")
     a = p.parse_args(argv)
     try:
-        out = make_report(a.run_dir, merge=a.merge, latest=a.latest, seed=a.seed)
+        out = make_report(a.run_dir, merge=a.merge, latest=a.latest, seed=a.seed, baseline=a.baseline)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

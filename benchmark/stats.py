@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 
 from .models import iou_is_meaningful
-from .tables import EMPTY, Table, model_label, model_order, valid_iou
+from .tables import EMPTY, SIZE_BINS, SMALL_OBJECT_RATIO, Table, model_order, short_labels, valid_iou
 
 N_BOOT = 2000
 
@@ -17,24 +17,42 @@ def _rng(seed: int, *names) -> np.random.Generator:
     return np.random.default_rng([int(seed)] + [zlib.crc32(str(n).encode()) for n in names])
 
 
-def bootstrap_mean_ci(x: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT, level: float = 0.95):
-    """Percentile bootstrap of the mean. Resamples in chunks so memory stays ~chunk·n."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.size == 0:
-        return float("nan"), float("nan")
-    if x.size == 1:
-        return float(x[0]), float(x[0])
+def _boot_means(x: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """n_boot means of resamples of x. Resamples in chunks so memory stays ~chunk·n."""
     means = np.empty(n_boot)
     chunk = max(1, min(n_boot, 2_000_000 // x.size))
     for s in range(0, n_boot, chunk):
         e = min(n_boot, s + chunk)
         means[s:e] = x[rng.integers(0, x.size, size=(e - s, x.size))].mean(1)
+    return means
+
+
+def bootstrap_mean_ci(x: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT, level: float = 0.95):
+    """Percentile bootstrap of the mean."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    if x.size == 1:
+        return float(x[0]), float(x[0])
+    means = _boot_means(x, rng, n_boot)
     a = (1 - level) / 2
     return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+def bootstrap_average_ci(groups: list[np.ndarray], rng: np.random.Generator, n_boot: int = N_BOOT, level: float = 0.95):
+    """Percentile bootstrap of the mean of group means (Table 1's Average over datasets), each group
+    resampled on its own (stratified)."""
+    groups = [np.asarray(g, dtype=np.float64) for g in groups]
+    if not groups or any(g.size == 0 for g in groups):
+        return float("nan"), float("nan")
+    avg = np.mean([_boot_means(g, rng, n_boot) if g.size > 1 else np.full(n_boot, g[0]) for g in groups], axis=0)
+    a = (1 - level) / 2
+    return float(np.quantile(avg, a)), float(np.quantile(avg, 1 - a))
+
+
 def ci_table(df, seed: int = 0) -> Table:
     pairs = model_order(df)
+    labels = short_labels(pairs)
     rows = []
     for m, w in pairs:
         if not iou_is_meaningful(w):
@@ -44,7 +62,7 @@ def ci_table(df, seed: int = 0) -> Table:
             if not len(v):
                 continue
             lo, hi = bootstrap_mean_ci(v, _rng(seed, "ci", m, w, d))
-            rows.append([model_label(m, w, pairs), d, str(len(v)), f"{100 * v.mean():.2f}", f"[{100 * lo:.2f}, {100 * hi:.2f}]"])
+            rows.append([labels[(m, w)], d, str(len(v)), f"{100 * v.mean():.2f}", f"[{100 * lo:.2f}, {100 * hi:.2f}]"])
     return Table("ci", f"Mean IoU (%) with bootstrap 95 % intervals ({N_BOOT} resamples)",
                  ["Model", "Dataset", "Objects", "Mean IoU", "95 % CI"], rows)
 
@@ -52,6 +70,7 @@ def ci_table(df, seed: int = 0) -> Table:
 def paired_table(df, seed: int = 0) -> Table:
     """For every two models and dataset: IoU(A) − IoU(B) on the objects both segmented (status ok)."""
     pairs = [p for p in model_order(df) if iou_is_meaningful(p[1])]
+    labels = short_labels(model_order(df))
     ok = valid_iou(df)
     rows = []
     for (ma, wa), (mb, wb) in itertools.combinations(pairs, 2):
@@ -63,10 +82,91 @@ def paired_table(df, seed: int = 0) -> Table:
                 continue
             diff = (j["iou_a"] - j["iou_b"]).to_numpy(float)
             lo, hi = bootstrap_mean_ci(diff, _rng(seed, "paired", ma, wa, mb, wb, d))
-            rows.append([model_label(ma, wa, pairs), model_label(mb, wb, pairs), d, str(len(diff)), f"{100 * diff.mean():+.2f}",
+            rows.append([labels[(ma, wa)], labels[(mb, wb)], d, str(len(diff)), f"{100 * diff.mean():+.2f}",
                          f"[{100 * lo:+.2f}, {100 * hi:+.2f}]", f"{100 * np.mean(diff > 0):.1f} %"])
     t = Table("paired", "Paired IoU differences A − B on the same objects (percentage points)",
               ["A", "B", "Dataset", "Objects", "Mean A − B", "95 % CI", "A better"], rows)
     if not rows:
         t.notes.append(f"{EMPTY}: fewer than two models with meaningful IoU share objects in this run.")
     return t
+
+
+# ---- the headline: best model, its margin over a named baseline, and a model × object-subset grid ----
+
+SMALL_SAMPLE = 10  # fewer objects than this: the cell is flagged as unreliable
+
+
+def grid_columns():
+    """(column name, row filter) of the headline grid: all objects, < 1 % of the image, COCO absolute sizes."""
+    cols = [("All", lambda d: d["area_ratio"].notna() | d["area_ratio"].isna()),
+            (f"< {SMALL_OBJECT_RATIO:.0%} of image", lambda d: d["area_ratio"] < SMALL_OBJECT_RATIO)]
+    for name, lo, hi in SIZE_BINS:
+        cols.append((name.replace(" px", ""), lambda d, lo=lo, hi=hi: (d["area_px"].astype(float) >= lo) & (d["area_px"].astype(float) < hi)))
+    return cols
+
+
+def headline_grid(df) -> dict:
+    """Mean IoU (%) and object count per (model, column), over the objects of all datasets pooled. Models
+    with meaningful IoU only. {"columns": [...], "rows": [(label, (m, w), [(mean or nan, n), ...])],
+    "best": {column index: row index}}."""
+    pairs = [p for p in model_order(df) if iou_is_meaningful(p[1])]
+    labels = short_labels(model_order(df))
+    ok = valid_iou(df)
+    cols = grid_columns()
+    rows = []
+    for m, w in pairs:
+        sub = ok[(ok["model"] == m) & (ok["weights_id"] == w)]
+        cells = []
+        for _, keep in cols:
+            v = sub[keep(sub)]["iou"].to_numpy(float)
+            cells.append((100 * float(v.mean()) if len(v) else float("nan"), int(len(v))))
+        rows.append((labels[(m, w)], (m, w), cells))
+    best = {}
+    for j in range(len(cols)):
+        vals = [(r[2][j][0], i) for i, r in enumerate(rows) if np.isfinite(r[2][j][0])]
+        if vals:
+            top = max(v for v, _ in vals)
+            best[j] = [i for v, i in vals if round(v, 2) == round(top, 2)]  # ties at the printed precision share it
+    return {"columns": [c[0] for c in cols], "rows": rows, "best": best}
+
+
+def paired_difference(df, a: tuple[str, str], b: tuple[str, str], seed: int = 0) -> dict | None:
+    """IoU(a) − IoU(b) on the objects both segmented, over all datasets: mean, bootstrap 95 % CI, share of
+    objects where a is better / equal / worse. None when they share no object."""
+    ok = valid_iou(df)
+    cols = ["dataset", "image_id", "object_id", "iou"]
+    xa = ok[(ok["model"] == a[0]) & (ok["weights_id"] == a[1])][cols]
+    xb = ok[(ok["model"] == b[0]) & (ok["weights_id"] == b[1])][cols]
+    j = xa.merge(xb, on=["dataset", "image_id", "object_id"], suffixes=("_a", "_b"))
+    if j.empty:
+        return None
+    diff = (j["iou_a"] - j["iou_b"]).to_numpy(float)
+    lo, hi = bootstrap_mean_ci(diff, _rng(seed, "headline", *a, *b))
+    return {"n": int(len(diff)), "mean": float(diff.mean()), "ci": (lo, hi), "better": float(np.mean(diff > 0)),
+            "equal": float(np.mean(diff == 0)), "worse": float(np.mean(diff < 0))}
+
+
+def headline(df, seed: int = 0, baseline: str | None = None) -> dict | None:
+    """The best model by mean IoU over all objects, and its paired margin over a baseline: the one named
+    (a short label or a model name), else the runner-up. None when no model has a meaningful IoU."""
+    grid = headline_grid(df)
+    rows = [r for r in grid["rows"] if np.isfinite(r[2][0][0])]
+    if not rows:
+        return None
+    ranked = sorted(rows, key=lambda r: -r[2][0][0])
+    best = ranked[0]
+    base, why = (ranked[1], "the runner-up") if len(ranked) > 1 else (None, "")
+    if baseline:
+        found = [r for r in rows if baseline in (r[0], r[1][0])]
+        if not found:
+            raise ValueError(f"baseline {baseline!r} is not a model of this run with a meaningful IoU; choose one of "
+                             f"{[r[0] for r in rows]}")
+        if found[0] is not best:
+            base, why = found[0], "named with --baseline"
+        else:
+            why = "the runner-up (the named baseline is itself the best)"
+    out = {"best": best[0], "best_iou": best[2][0][0], "n": best[2][0][1], "grid": grid, "baseline": None}
+    if base is not None:
+        out.update(baseline=base[0], baseline_iou=base[2][0][0], baseline_why=why,
+                   paired=paired_difference(df, best[1], base[1], seed))
+    return out

@@ -1,11 +1,18 @@
 """The paper's tables computed from a records DataFrame: Table 1 (all objects), Table 3 (objects < 1 % of the
-image), COCO absolute size splits, failure counts. One Table object renders to Markdown, CSV, LaTeX and HTML."""
+image), COCO absolute size splits, failure counts. One Table object renders to Markdown, CSV, LaTeX and HTML.
+
+Models are named by short labels (short_labels): the model name, with the source of its weights as a tag
+(`flip-tiny.authors`, `flip-tiny.project`) only when one model appears with several weights. The full weights
+ids are listed once, in the report's run details. Columns that would only repeat another (Average with one
+dataset, Dataset with one dataset, Amortised time equal to time per object) are left out.
+"""
 from __future__ import annotations
 
 import csv
 import html
 import io
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +24,13 @@ SMALL_OBJECT_RATIO = 0.01  # Table 3: relative mask area < 1 % (strict, spec §7
 NA_RANDOM = "n/a (random weights)"
 NA_NONE = "n/a (no model)"
 EMPTY = "–"
+_NUMBER = re.compile(r"^[-+−]?[\d.,]+\s*(%|M|k)?$|^[-+]?\d")
+
+
+def is_numeric_cell(s) -> bool:
+    """Cells that read as numbers ('81.21 ± 16.71', '0.51M', '[+1.2, +3.4]', '–') are right-aligned, text left."""
+    s = str(s).strip()
+    return bool(_NUMBER.match(s)) or s.startswith(("[", "n/a", EMPTY + " "))
 
 
 @dataclass
@@ -27,12 +41,21 @@ class Table:
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
 
-    def to_markdown(self) -> str:
+    def numeric_columns(self) -> list[bool]:
+        """A column is numeric when every body cell reads as a number (the first column is always text)."""
+        out = []
+        for j in range(len(self.header)):
+            cells = [r[j] for r in self.rows if j < len(r) and str(r[j]).strip() != EMPTY]  # '–' fits either
+            out.append(j > 0 and bool(cells) and all(is_numeric_cell(c) for c in cells))
+        return out
+
+    def to_markdown(self, notes: bool = True) -> str:
         esc = lambda s: str(s).replace("|", "\\|")
-        lines = ["| " + " | ".join(map(esc, self.header)) + " |", "|" + "|".join("---" for _ in self.header) + "|"]
+        align = ["---:" if n else ":---" for n in self.numeric_columns()]
+        lines = ["| " + " | ".join(map(esc, self.header)) + " |", "|" + "|".join(align) + "|"]
         lines += ["| " + " | ".join(map(esc, r)) + " |" for r in self.rows]
         out = f"**{self.caption}**\n\n" + "\n".join(lines) + "\n"
-        if self.notes:
+        if notes and self.notes:
             out += "\n" + "\n".join(f"- {n}" for n in self.notes) + "\n"
         return out
 
@@ -50,18 +73,23 @@ class Table:
                 s = s.replace(a, b)
             return s.replace("±", "$\\pm$").replace("–", "--").replace("²", "$^2$")
 
-        cols = "l" + "r" * (len(self.header) - 1)
+        cols = "".join("r" if n else "l" for n in self.numeric_columns())
         body = [" & ".join(map(tex, self.header)) + " \\\\", "\\midrule"] + [" & ".join(map(tex, r)) + " \\\\" for r in self.rows]
         return ("\\begin{table}[t]\n\\centering\n\\caption{" + tex(self.caption) + "}\n\\begin{tabular}{" + cols + "}\n\\toprule\n"
                 + "\n".join(body) + "\n\\bottomrule\n\\end{tabular}\n\\end{table}\n")
 
-    def to_html(self) -> str:
+    def to_html(self, notes=None) -> str:
+        """A table in its own horizontal scroll box; numeric cells right-aligned and unbreakable; the first
+        (model) column sticky. notes: the notes to print (default all; the report passes only unseen ones)."""
         e = html.escape
-        head = "".join(f"<th>{e(str(h))}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in self.rows)
-        notes = "".join(f"<li>{e(n)}</li>" for n in self.notes)
-        return (f"<h3>{e(self.caption)}</h3><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-                + (f"<ul class='notes'>{notes}</ul>" if notes else ""))
+        num = self.numeric_columns()
+        cls = lambda j: " class='num'" if num[j] else " class='txt'"
+        head = "".join(f"<th scope='col'{cls(j)}>{e(str(h))}</th>" for j, h in enumerate(self.header))
+        body = "".join("<tr>" + "".join(f"<td{cls(j)}>{e(str(c))}</td>" for j, c in enumerate(r)) + "</tr>" for r in self.rows)
+        notes = self.notes if notes is None else notes
+        li = "".join(f"<li>{e(n)}</li>" for n in notes)
+        return (f"<h3 id='{e(self.name)}'>{e(self.caption)}</h3><div class='scroll'><table class='data'><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table></div>" + (f"<ul class='notes'>{li}</ul>" if li else ""))
 
 
 def fmt_params(n) -> str:
@@ -94,9 +122,44 @@ def model_order(df) -> list[tuple[str, str]]:
     return seen
 
 
+def weights_source(weights: str) -> str:
+    """'authors:flip-tiny-fused.onnx@sha256:ef53…' → 'authors'; 'random' → 'random'."""
+    return str(weights).split(":", 1)[0]
+
+
+def weights_file(weights: str) -> str:
+    """'authors:flip-tiny-fused.onnx@sha256:ef53…' → 'flip-tiny-fused' (file stem, no hash)."""
+    rest = str(weights).split(":", 1)[1] if ":" in str(weights) else str(weights)
+    return re.sub(r"\.(onnx|pt|pth|ckpt|safetensors)$", "", rest.split("@", 1)[0])
+
+
+def weights_hash(weights: str) -> str:
+    m = re.search(r"sha256:([0-9a-f]+)", str(weights))
+    return m.group(1)[:8] if m else str(weights)
+
+
+def short_labels(pairs) -> dict[tuple[str, str], str]:
+    """One short, unique label per (model, weights id): the model name alone when it appears once, else
+    model.source (registry tag style), then model.source:file, then with 8 hex digits of the hash."""
+    pairs = list(dict.fromkeys(pairs))
+    out: dict[tuple[str, str], str] = {}
+    for m in dict.fromkeys(p[0] for p in pairs):
+        ws = [w for mm, w in pairs if mm == m]
+        if len(ws) == 1:
+            out[(m, ws[0])] = m
+            continue
+        for fmt in (lambda w: f"{m}.{weights_source(w)}", lambda w: f"{m}.{weights_source(w)}:{weights_file(w)}",
+                    lambda w: f"{m}.{weights_source(w)}:{weights_file(w)}@{weights_hash(w)}", lambda w: f"{m} [{w}]"):
+            labels = [fmt(w) for w in ws]
+            if len(set(labels)) == len(labels):
+                break
+        out.update({(m, w): lab for w, lab in zip(ws, labels)})
+    return out
+
+
 def model_label(model: str, weights: str, all_pairs) -> str:
-    """The model name, with the weights id when one model appears with several weights."""
-    return model if sum(1 for m, _ in all_pairs if m == model) == 1 else f"{model} [{weights}]"
+    """The short label of (model, weights) among all_pairs (see short_labels)."""
+    return short_labels(all_pairs).get((model, weights), model)
 
 
 def na_reason(weights: str) -> str:
@@ -107,20 +170,48 @@ def _stats(x: np.ndarray):
     return float(np.mean(x)), float(np.std(x))  # population std, like np.std in the authors' scripts
 
 
+def _drop_columns(t: Table, names: list[str]) -> Table:
+    keep = [j for j, h in enumerate(t.header) if h not in names]
+    t.header = [t.header[j] for j in keep]
+    t.rows = [[r[j] for j in keep] for r in t.rows]
+    return t
+
+
+def _finite_mean(x) -> float:
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def _finite_median(x) -> float:
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else float("nan")
+
+
+TIME_NOTE = ("Time: the model's own time per object in ms, mean and median over objects (image encoder counted once "
+             "per object); Amortised: the image's model time divided by its objects (shown only where it differs). "
+             "Data loading and warm-up excluded.")
+IOU_NOTE = "IoU: mean ± std (population) over objects; Average = mean of dataset means ± mean of dataset stds."
+
+
 def iou_table(df, name: str, caption: str, subset=None) -> Table:
-    """Rows = models; columns Params, Time (ms) per object, amortised time, one 'mean ± std' IoU per dataset,
-    and Average = mean of dataset means ± mean of dataset stds (the paper's convention)."""
+    """Rows = models; columns Params, time per object (mean, median), amortised time, one 'mean ± std' IoU per
+    dataset, and Average = mean of dataset means ± mean of dataset stds (the paper's convention)."""
     datasets = list(dict.fromkeys(df["dataset"]))
     pairs = model_order(df)
+    labels = short_labels(pairs)
     sub = df if subset is None else df[subset(df)]
     rows = []
+    amortised_differs = False
     for m, w in pairs:
         mdf = df[(df["model"] == m) & (df["weights_id"] == w)]
         params = mdf["num_parameters"].dropna()
         ok = sub[(sub["model"] == m) & (sub["weights_id"] == w) & (sub["status"] == "ok")]  # times of this table's objects
-        row = [model_label(m, w, pairs), fmt_params(params.iloc[0] if len(params) else None),
-               fmt_ms(float(np.nanmean(ok["time_object"])) if len(ok) and ok["time_object"].notna().any() else float("nan")),
-               fmt_ms(float(np.nanmean(ok["time_amortised"])) if len(ok) and ok["time_amortised"].notna().any() else float("nan"))]
+        t_obj, t_am = ok["time_object"].to_numpy(float), ok["time_amortised"].to_numpy(float)
+        mean_t, mean_am = fmt_ms(_finite_mean(t_obj)), fmt_ms(_finite_mean(t_am))
+        amortised_differs |= mean_t != mean_am
+        row = [labels[(m, w)], fmt_params(params.iloc[0] if len(params) else None), mean_t, fmt_ms(_finite_median(t_obj)), mean_am]
         means, stds = [], []
         for d in datasets:
             if not iou_is_meaningful(w):
@@ -141,11 +232,12 @@ def iou_table(df, name: str, caption: str, subset=None) -> Table:
         else:
             row.append(EMPTY)
         rows.append(row)
-    header = ["Model", "Params", "Time (ms)", "Amortised (ms)"] + [f"{d} IoU (%)" for d in datasets] + ["Average"]
-    notes = ["IoU: mean ± std (population) over objects; Average = mean of dataset means ± mean of dataset stds.",
-             "Time (ms): the model's own time per object (image encoder counted once per object); Amortised: the image's "
-             "model time divided by its objects. Data loading excluded; warm-up excluded."]
-    return Table(name, caption, header, rows, notes)
+    header = ["Model", "Params", "Time mean (ms)", "Time median (ms)", "Amortised (ms)"] + [f"{d} IoU (%)" for d in datasets] + ["Average"]
+    t = Table(name, caption, header, rows, [IOU_NOTE if len(datasets) > 1 else IOU_NOTE.split(";")[0] + ".", TIME_NOTE])
+    drop = [] if amortised_differs else ["Amortised (ms)"]
+    if len(datasets) == 1:
+        drop.append("Average")  # equal to the one dataset's column
+    return _drop_columns(t, drop)
 
 
 def table1(df) -> Table:
@@ -157,16 +249,21 @@ def table3(df) -> Table:
                      subset=lambda d: d["area_ratio"] < SMALL_OBJECT_RATIO)
 
 
+SIZE_BINS = (("Small < 32² px", 0, SMALL_MAX), ("Medium < 96² px", SMALL_MAX, MEDIUM_MAX), ("Large ≥ 96² px", MEDIUM_MAX, math.inf))
+
+
 def size_table(df) -> Table:
     """COCO absolute size splits: small < 32², medium < 96², large otherwise (pixels)."""
     pairs = model_order(df)
+    labels = short_labels(pairs)
+    datasets = list(dict.fromkeys(df["dataset"]))
     rows = []
     for m, w in pairs:
-        for d in dict.fromkeys(df["dataset"]):
+        for d in datasets:
             sub = df[(df["model"] == m) & (df["weights_id"] == w) & (df["dataset"] == d)]
-            row = [model_label(m, w, pairs), d]
+            row = [labels[(m, w)], d]
             a = sub["area_px"].astype(float)
-            for lo, hi in ((0, SMALL_MAX), (SMALL_MAX, MEDIUM_MAX), (MEDIUM_MAX, math.inf)):
+            for _, lo, hi in SIZE_BINS:
                 part = sub[(a >= lo) & (a < hi)]
                 if not iou_is_meaningful(w):
                     row.append(na_reason(w) + f" (n={len(part)})")
@@ -174,18 +271,22 @@ def size_table(df) -> Table:
                 v = valid_iou(part)["iou"].to_numpy(float)
                 row.append(f"{fmt_iou(*_stats(v))} (n={len(v)})" if len(v) else f"{EMPTY} (n=0)")
             rows.append(row)
-    header = ["Model", "Dataset", "Small < 32² px", "Medium < 96² px", "Large ≥ 96² px"]
-    return Table("sizes", "Mean IoU (%) by COCO absolute size", header, rows)
+    header = ["Model", "Dataset"] + [b[0] for b in SIZE_BINS]
+    t = Table("sizes", "Mean IoU (%) by COCO absolute size", header, rows)
+    return _drop_columns(t, ["Dataset"]) if len(datasets) == 1 else t
 
 
 def status_table(df) -> Table:
     pairs = model_order(df)
+    labels = short_labels(pairs)
+    datasets = list(dict.fromkeys(df["dataset"]))
     rows = []
     for m, w in pairs:
-        for d in dict.fromkeys(df["dataset"]):
+        for d in datasets:
             sub = df[(df["model"] == m) & (df["weights_id"] == w) & (df["dataset"] == d)]
             failed = sub[sub["status"] != "ok"]
             top = failed["reason"].astype(str).str.split(":").str[0].value_counts().head(3)
-            rows.append([model_label(m, w, pairs), str(w), d, str(int((sub["status"] == "ok").sum())), str(len(failed)),
+            rows.append([labels[(m, w)], d, str(int((sub["status"] == "ok").sum())), str(len(failed)),
                          "; ".join(f"{k} ×{v}" for k, v in top.items()) or EMPTY])
-    return Table("status", "Objects per model and dataset", ["Model", "Weights", "Dataset", "OK", "Failed", "Main failure causes"], rows)
+    t = Table("status", "Objects per model and dataset", ["Model", "Dataset", "OK", "Failed", "Main failure causes"], rows)
+    return _drop_columns(t, ["Dataset"]) if len(datasets) == 1 else t
