@@ -227,10 +227,12 @@ def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | N
         figures["diffs"].append((f"{labels[a]} − {labels[b]}: mean IoU difference (points) on the {len(j)} objects both "
                                  "segmented; blue: A better, red: B better", png))
     pts = model_points(df, seed)
+    left_out = [labels[p] for p in pairs if labels[p] not in {q["label"] for q in pts}]
+    note = f"; not plotted (no IoU on every dataset): {', '.join(left_out)}" if left_out else ""
     if pts:
-        figures["tradeoffs"].append(("Average IoU (95 % CI) against parameters", plots.tradeoff_plot(pts, "params", "parameters", plot_dir / "tradeoff_params")[0]))
+        figures["tradeoffs"].append(("Average IoU (95 % CI) against parameters" + note, plots.tradeoff_plot(pts, "params", "parameters", plot_dir / "tradeoff_params")[0]))
         figures["tradeoffs"].append(("Average IoU (95 % CI) against the median time per object; horizontal bars: "
-                                     "interquartile range of the times", plots.tradeoff_plot(pts, "time_ms", "median time per object (ms)",
+                                     "interquartile range of the times" + note, plots.tradeoff_plot(pts, "time_ms", "median time per object (ms)",
                                                                                              plot_dir / "tradeoff_time", xerr_key="time_iqr")[0]))
     var = variants(df, invs)
     now = ReportContext.now(run_dir, meta)
@@ -425,7 +427,9 @@ def run_details_html(meta: dict, invs: list[dict], var: list[dict], now: ReportC
     for k, inv in enumerate(invs, 1):
         models = ", ".join(inv["models"]) or "not recorded"
         out.append(f"<details><summary>{k}. {e(str(inv['started']))}: {e(models)}</summary>"
-                   + _kv([("command", f"<code>{e(inv['argv'] or 'not recorded')}</code>")])
+                   + _kv([("command", f"<code>{e(inv['argv'] or 'not recorded')}</code>"),
+                          ("machine load (1, 5, 15 min)", e(str(inv["machine"].get("load_average_1_5_15min", "not recorded")))),
+                          ("code version", e(str(inv.get("code_version") or "not recorded")))])
                    + f"<pre>{e(json.dumps(inv['settings'], indent=2, default=str))}</pre></details>")
     out.append("<h3>Raw records of the run</h3>")
     for name, key in (("Models (run.json)", "models"), ("Datasets", "datasets"), ("Settings of the last invocation", "settings"),
