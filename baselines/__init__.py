@@ -1,64 +1,30 @@
-"""Box-prompted baselines behind the Segmenter protocol, created by name (timm-style registry).
+"""Box-prompted baselines behind the Segmenter protocol, each registered in the suite's one registry.
 
-    seg = baselines.create("sam-b")                 # official weights from the weights folder (or downloaded)
+    seg = baselines.create("sam-b")                      # official weights from the cache folder
     seg = baselines.create("mobilesam", weights="random")
     seg.set_image(rgb); masks = seg.predict(prompts)
 
-weights: None (the official file, see baselines.weights), "random" (exact architecture, random init; for
-timing and tests), or a path. device: None picks CUDA when available.
+weights: None (the official file, see baselines/weights.py), "random" (exact architecture, seeded random init;
+for timing and tests; IoU is n/a), or a path. device: None picks CUDA when available.
 """
 from __future__ import annotations
 
-from typing import Callable
+from segcore import registry
 
+from . import efficientsam, fastsam, mobilesam, sam  # noqa: F401  (each registers its models)
 from .weights import RANDOM, WeightsError, weights_dir  # noqa: F401
 
-
-def _sam(name, **kw):
-    from .sam import create_sam
-
-    return create_sam(name, **kw)
-
-
-def _mobilesam(name, **kw):
-    from .mobilesam import create_mobilesam
-
-    return create_mobilesam(name, **kw)
-
-
-def _efficientsam(name, **kw):
-    from .efficientsam import create_efficientsam
-
-    return create_efficientsam(name, **kw)
-
-
-def _fastsam(name, **kw):
-    from .fastsam import create_fastsam
-
-    return create_fastsam(name, **kw)
-
-
-# name → (builder, parameter count reported in the FLIP paper)
-_REGISTRY: dict[str, tuple[Callable, float]] = {
-    "sam-b": (_sam, 93.7e6),
-    "sam-l": (_sam, 312.3e6),
-    "sam-h": (_sam, 641.1e6),
-    "mobilesam": (_mobilesam, 10.13e6),
-    "efficientsam-t": (_efficientsam, 10.22e6),
-    "efficientsam-s": (_efficientsam, 26.41e6),
-    "fastsam-s": (_fastsam, 11.8e6),
-    "fastsam-x": (_fastsam, 72.2e6),
-}
-PAPER_PARAMETERS = {k: v[1] for k, v in _REGISTRY.items()}
+NAMES = ("sam-b", "sam-l", "sam-h", "mobilesam", "efficientsam-t", "efficientsam-s", "fastsam-s", "fastsam-x")
+PAPER_PARAMETERS = {n: registry.get(n).paper_parameters for n in NAMES}
 
 
 def available() -> list[str]:
-    return list(_REGISTRY)
+    return list(NAMES)
 
 
-def create(name: str, weights=None, device=None, **kwargs):
-    """Build the baseline `name`; unknown names list the known ones."""
-    key = name.lower()
-    if key not in _REGISTRY:
-        raise KeyError(f"unknown baseline {name!r}; available: {', '.join(_REGISTRY)}")
-    return _REGISTRY[key][0](key, weights=weights, device=device, **kwargs)
+def create(name: str, weights=None, device=None, seed: int = 0, **kwargs):
+    """Build the baseline `name` (thin entry point over the registry); unknown names list the known ones."""
+    model, _ = registry.split_name(name.lower())
+    if model not in NAMES:
+        raise KeyError(f"unknown baseline {name!r}; available: {', '.join(NAMES)}")
+    return registry.create(name.lower(), weights=weights, device=device, seed=seed, **kwargs)

@@ -20,7 +20,7 @@ import numpy as np
 
 from segcore.prompt import Prompt
 
-from .common import BaselineSegmenter, count_parameters
+from .common import BaselineSegmenter, count_parameters, register_baseline
 from .weights import RANDOM, WeightsError, WeightsSpec, check_state_dict, resolve, weights_id
 
 _ASSETS = "https://github.com/ultralytics/assets/releases/download/v8.2.0/"
@@ -54,43 +54,61 @@ def build_reference_model(name: str):
 
 
 def build_fastsam(name: str, weights=None):
-    """(ultralytics FastSAM object, parameter count, weights id). Never downloads through ultralytics."""
+    """(ultralytics FastSAM object, parameter count, weights id). Never downloads through ultralytics, and never
+    lets it unpickle the checkpoint: the architecture comes from the YAML, the tensors from a safe read."""
+    if name not in FASTSAM_YAML:
+        raise KeyError(f"unknown FastSAM variant {name!r}; choose one of {sorted(FASTSAM_YAML)}")
+    fs = _fastsam_from_yaml(name)
+    if isinstance(weights, str) and weights == RANDOM:
+        return fs, count_parameters(fs.model), RANDOM
+    path = resolve(name, FASTSAM_WEIGHTS[name], weights)
+    state = ultralytics_state_dict(name, path)
+    check_state_dict(name, fs.model.state_dict(), state, str(path))
+    fs.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return fs, count_parameters(fs.model), weights_id(path)
+
+
+def ultralytics_state_dict(name: str, path) -> dict:
+    """Tensors of an ultralytics checkpoint ({"model" or "ema": pickled nn.Module, ...}), read without running
+    code from the file: ultralytics' own loader unpickles whole objects."""
+    from segcore.safe_load import UnsafeFileError, safe_torch_load, state_dict_of
+
+    try:
+        ckpt = safe_torch_load(path)
+    except UnsafeFileError as e:
+        raise WeightsError(f"{name}: cannot load {path} as an ultralytics FastSAM checkpoint ({e}); "
+                           f"official file: {FASTSAM_WEIGHTS[name].url}") from None
+    net = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
+    state = dict(net) if isinstance(net, dict) else state_dict_of(net)
+    if not state:
+        raise WeightsError(f"{name}: cannot load {path} as an ultralytics FastSAM checkpoint (no model tensors found); "
+                           f"official file: {FASTSAM_WEIGHTS[name].url}")
+    return state
+
+
+def _fastsam_from_yaml(name: str):
+    """The FastSAM wrapper around the architecture built from ultralytics' YAML (nc=1), random init, no download."""
     from ultralytics import FastSAM
     from ultralytics.engine.model import Model
 
-    if name not in FASTSAM_YAML:
-        raise KeyError(f"unknown FastSAM variant {name!r}; choose one of {sorted(FASTSAM_YAML)}")
-    if isinstance(weights, str) and weights == RANDOM:
-        # FastSAM() refuses YAMLs (and would fetch a named .pt): a subclass whose task map can build the
-        # network from the YAML, with nc=1, goes through ultralytics' own Model constructor
-        from functools import partial
+    # FastSAM() refuses YAMLs (and would fetch a named .pt): a subclass whose task map can build the
+    # network from the YAML, with nc=1, goes through ultralytics' own Model constructor
+    from functools import partial
 
-        from ultralytics.nn.tasks import SegmentationModel
+    from ultralytics.nn.tasks import SegmentationModel
 
-        class RandomFastSAM(FastSAM):
-            @property
-            def task_map(self):
-                tm = {k: dict(v) for k, v in super().task_map.items()}
-                tm["segment"]["model"] = partial(SegmentationModel, nc=NUM_CLASSES)
-                return tm
+    class RandomFastSAM(FastSAM):
+        @property
+        def task_map(self):
+            tm = {k: dict(v) for k, v in super().task_map.items()}
+            tm["segment"]["model"] = partial(SegmentationModel, nc=NUM_CLASSES)
+            return tm
 
-        fs = RandomFastSAM.__new__(RandomFastSAM)
-        with keep_torch_threads():
-            Model.__init__(fs, FASTSAM_YAML[name], task="segment")
-        fs.model.names = {0: "object"}
-        return fs, count_parameters(fs.model), RANDOM
-    reference = build_reference_model(name)
-    path = resolve(name, FASTSAM_WEIGHTS[name], weights)
-    try:
-        with keep_torch_threads():
-            fs = FastSAM(str(path))  # path exists, so ultralytics reads it and does not download
-    except Exception as e:
-        raise WeightsError(
-            f"{name}: cannot load {path} as an ultralytics FastSAM checkpoint ({type(e).__name__}: {e}); "
-            f"official file: {FASTSAM_WEIGHTS[name].url}"
-        ) from e
-    check_state_dict(name, reference.state_dict(), fs.model.state_dict(), str(path))
-    return fs, count_parameters(fs.model), weights_id(path)
+    fs = RandomFastSAM.__new__(RandomFastSAM)
+    with keep_torch_threads():
+        Model.__init__(fs, FASTSAM_YAML[name], task="segment")
+    fs.model.names = {0: "object"}
+    return fs
 
 
 def ultralytics_device(device: str) -> str:
@@ -174,3 +192,8 @@ class FastSamSegmenter(BaselineSegmenter):
 
 def create_fastsam(name: str, weights=None, device=None, **kwargs) -> FastSamSegmenter:
     return FastSamSegmenter(name, weights=weights, device=device, **kwargs)
+
+
+for _name, _params in (("fastsam-s", 11.8e6), ("fastsam-x", 72.2e6)):
+    register_baseline(_name, create_fastsam, [FASTSAM_WEIGHTS[_name]],
+                      f"FastSAM-{_name[-1]} (YOLOv8-seg, ultralytics), all-instance masks picked by box IoU", _params)

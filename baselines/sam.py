@@ -13,14 +13,17 @@ import numpy as np
 
 from segcore.prompt import Prompt
 
-from .common import BaselineSegmenter, count_parameters
+from .common import BaselineSegmenter, count_parameters, register_baseline
 from .weights import RANDOM, WeightsSpec, check_state_dict, load_state_dict, resolve, weights_id
 
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 SAM_WEIGHTS = {
-    "sam-b": WeightsSpec("sam_vit_b_01ec64.pth", SAM_URL + "sam_vit_b_01ec64.pth"),
-    "sam-l": WeightsSpec("sam_vit_l_0b3195.pth", SAM_URL + "sam_vit_l_0b3195.pth"),
-    "sam-h": WeightsSpec("sam_vit_h_4b8939.pth", SAM_URL + "sam_vit_h_4b8939.pth"),
+    "sam-b": WeightsSpec("sam_vit_b_01ec64.pth", SAM_URL + "sam_vit_b_01ec64.pth",
+                          sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+    "sam-l": WeightsSpec("sam_vit_l_0b3195.pth", SAM_URL + "sam_vit_l_0b3195.pth",
+                          sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+    "sam-h": WeightsSpec("sam_vit_h_4b8939.pth", SAM_URL + "sam_vit_h_4b8939.pth",
+                          sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
 }
 SAM_BUILDERS = {"sam-b": "build_sam_vit_b", "sam-l": "build_sam_vit_l", "sam-h": "build_sam_vit_h"}
 
@@ -97,3 +100,8 @@ def create_sam(name: str, weights=None, device=None, **kwargs) -> SamFamilySegme
 
     sam, wid = build_sam_module(name, weights)
     return SamFamilySegmenter(name, sam, SamPredictor, wid, device=device, **kwargs)
+
+
+for _name, _params in (("sam-b", 93.7e6), ("sam-l", 312.3e6), ("sam-h", 641.1e6)):
+    register_baseline(_name, create_sam, [SAM_WEIGHTS[_name]], f"SAM ViT-{_name[-1].upper()} (segment-anything), box prompt",
+                      _params)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import re
 import sys
-import time
 from pathlib import Path
 
+from segcore import config as segcore_config
 from segcore.datasets import dataset_fingerprint
 from .runner import ConfigError, RunConfig, Runner
 
@@ -24,7 +23,7 @@ DEFAULTS = dict(model="flip-tiny", data="data/objascale-mini", results="results"
                 device=None, threads=None, warmup=2, seed=0, limit=None, min_area=None, max_area=None, shard="0/1",
                 run=None, boundary=True, retry_failed=False, report=True, executor="local", shards=1,
                 slurm_partition=None, slurm_timeout_min=240, slurm_cpus=4, slurm_gpus=0, flush_every=200,
-                progress=True, latest=True)
+                progress=True, latest=True, download=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data", action="append", help="dataset: ObjaScale folder (eval split; DIR#train or DIR#all for others), FILE.json[::IMAGES], "
       "FILE.hdf5, optionally NAME=PATH; "
       "repeat or comma-separate for several (default data/objascale-mini)")
-    a("--weights", help="weights for the model(s): None = the model's default, 'random', 'authors' or a file path")
+    a("--weights", help="weights for the model(s): a tag (authors, project = the committed FLIP-Tiny checkpoint, official), "
+      "'random' (seeded random init; IoU n/a) or a file path. Default: the tag in the name, else the first tag found here")
+    a("--download", action="store_true", default=None,
+      help="allow downloading missing published weights (sha256-verified) into the cache; same as FLIP_SUITE_DOWNLOAD=1")
+    a("--list-models", action="store_true", help="list every registered model with its tags, weights and local availability")
     a("--mode", choices=["5sigma", "hierarchical"], help="FLIP inference mode (default 5sigma)")
     a("--device", help="cpu or cuda[:k] (default: cuda when available)")
     a("--threads", type=int, help="torch intra-op threads (default: torch's choice); recorded in run.json")
@@ -65,30 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_config_file(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    text = p.read_text()
     try:
-        if p.suffix.lower() == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"config file {p}: use .toml, .yaml or .yml")
-    except ConfigError:
-        raise
-    except Exception as e:
-        raise ConfigError(f"config file {p}: {e}") from None
-    data = {k.replace("-", "_"): v for k, v in data.items()}
-    unknown = set(data) - set(DEFAULTS)
-    if unknown:
-        raise ConfigError(f"config file {p}: unknown options {sorted(unknown)}")
-    return data
+        return segcore_config.load_config_file(path, known=DEFAULTS)
+    except segcore_config.ConfigFileError as e:
+        raise ConfigError(str(e)) from None
 
 
 def resolve(args: argparse.Namespace) -> dict:
@@ -97,7 +80,7 @@ def resolve(args: argparse.Namespace) -> dict:
     if args.config:
         opts.update(load_config_file(args.config))
     for k, v in vars(args).items():
-        if k in ("config", "verbose") or v is None:
+        if k in ("config", "verbose", "list_models") or v is None:
             continue
         opts[k] = v
     for k in ("model", "data"):
@@ -132,7 +115,7 @@ def to_run_config(opts: dict, config_file=None, shard=None) -> RunConfig:
         max_area_ratio=opts["max_area"], shard=shard or opts["shard"], boundary=bool(opts["boundary"]),
         retry_failed=bool(opts["retry_failed"]), flush_every=int(opts["flush_every"]), progress=bool(opts["progress"]),
         config_file=config_file,
-        extra={"executor": opts["executor"], "command_line": " ".join(sys.argv),
+        extra={"executor": opts["executor"], "command_line": " ".join(sys.argv), "download": opts["download"],
                "dataset_fingerprints": opts["dataset_fingerprints"]},
     )
 
@@ -171,8 +154,23 @@ def run_slurm(opts: dict, config_file) -> None:
         logging.info("job %s: %s", j.job_id, j.result())
 
 
+def list_models() -> int:
+    from segcore import registry
+
+    from .models import available
+
+    for name in available():
+        e = registry.get(name)
+        here = e.local_files()
+        state = "no files needed" if here == [] else ("weights here" if here else "weights missing")
+        print(f"{name:34s} {state:16s} {e.description}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.list_models:
+        return list_models()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("benchmark").setLevel(logging.INFO if args.verbose else logging.ERROR)
     try:

@@ -1,35 +1,23 @@
-"""Model registry: one `create(name)` for FLIP variants, baselines and the harness's own reference models.
-
-The harness only ever sees a Segmenter (flip/segmenter.py); it never asks which model it holds.
-  flip-*        -> flip.create_segmenter(name, weights=..., mode=..., device=..., seed=...)
-  noop          -> empty masks, no work: measures the harness's own overhead
-  oracle-box    -> fills the prompt's ground-truth box: a model-free reference with real IoU numbers
-  anything else -> baselines.create(name, weights=...)
+"""The harness's view of the one registry (segcore/registry.py): every family imported, names resolved, and
+two model-free references registered here:
+  noop          empty masks, no work: measures the harness's own overhead
+  oracle-box    fills the prompt's ground-truth box: a model-free reference with real IoU numbers
+The harness only ever sees a Segmenter (segcore.segmenter); it never asks which model it holds.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from segcore.prompt import Prompt
+from segcore import registry
 from segcore.image import check_image
+from segcore.registry import ModelError
 from segcore.segmenter import PHASES, PhaseTimer
 
 NO_IOU_WEIGHTS = ("random", "none")  # weights ids whose IoU is meaningless: reported as n/a, never a number
-_LOCAL: dict[str, Callable[..., object]] = {}
-
-
-class ModelError(ValueError):
-    """A model that cannot be built (unknown name, missing weights): a configuration error."""
-
-
-def register(name: str):
-    def deco(fn):
-        _LOCAL[name] = fn
-        return fn
-
-    return deco
+HIERARCHICAL_SUFFIX = "-h"  # flip-tiny-h = FLIP-Tiny with hierarchical refinement (the paper's FLIPh rows)
 
 
 class NoopSegmenter:
@@ -75,71 +63,55 @@ class OracleBoxSegmenter(NoopSegmenter):
         return out
 
 
-@register("noop")
-def _noop(weights=None, **_):
-    return NoopSegmenter()
+def _local(cls):
+    def builder(entry, weights=None, **_):
+        return cls()
+
+    return builder
 
 
-@register("oracle-box")
-def _oracle_box(weights=None, **_):
-    return OracleBoxSegmenter()
+registry.register(registry.ModelEntry("noop", "", _local(NoopSegmenter),
+                                      description="empty masks, no work: the harness's own overhead (IoU n/a)"))
+registry.register(registry.ModelEntry("oracle-box", "", _local(OracleBoxSegmenter),
+                                      description="fills the ground-truth box of each prompt: what a box alone gives"))
 
 
-def available() -> list[str]:
-    names = sorted(_LOCAL)
+def _families() -> None:
+    """Import the model families so that their registry entries exist (each registers on import)."""
+    import flip  # noqa: F401
+
     try:
-        import flip
-
-        names += list(getattr(flip, "list_models", lambda: [])())
-    except Exception:
+        import baselines  # noqa: F401
+    except ImportError:  # the baseline packages are an optional extra
         pass
-    try:
-        import baselines
-
-        names += list(getattr(baselines, "list_models", lambda: [])())
-    except Exception:
-        pass
-    return names
 
 
-HIERARCHICAL_SUFFIX = "-h"  # flip-tiny-h = FLIP-Tiny with hierarchical refinement (the paper's FLIPh rows)
+def available(with_tags: bool = True) -> list[str]:
+    _families()
+    return registry.list_models(with_tags)
 
 
-def record_name(name: str, mode: str = "5sigma") -> str:
-    """The model name records carry: hierarchical FLIP runs are told apart from 5σ ones by the '-h' suffix."""
-    if name.startswith("flip-") and mode == "hierarchical" and not name.endswith(HIERARCHICAL_SUFFIX):
-        return name + HIERARCHICAL_SUFFIX
-    return name
+def resolve_name(name: str, mode: str | None = None) -> str:
+    """Full registry name for a CLI name; `--mode hierarchical` turns flip names into their `-h` models."""
+    model, tag = registry.split_name(name.strip().lower())
+    if mode == "hierarchical" and model.startswith("flip-") and not model.endswith(HIERARCHICAL_SUFFIX):
+        model += HIERARCHICAL_SUFFIX
+    _families()
+    return registry.get(model + (f".{tag}" if tag else "")).name
 
 
-def create(name: str, weights=None, mode: str = "5sigma", device=None, seed: int = 0):
+def create(name: str, weights=None, mode: str | None = None, device=None, seed: int = 0, download: bool | None = None):
     """Build a Segmenter by registry name. Raises ModelError with the cause (unknown name, missing weights...)."""
-    if name.startswith("flip-") and name.endswith(HIERARCHICAL_SUFFIX):
-        name, mode = name[: -len(HIERARCHICAL_SUFFIX)], "hierarchical"
-    if name in _LOCAL:
-        model = _LOCAL[name](weights=weights)
-    elif name.startswith("flip-"):
-        try:
-            import flip
-
-            factory = flip.create_segmenter
-        except (ImportError, AttributeError) as e:
-            raise ModelError(f"{name}: flip.create_segmenter is not available ({e})") from None
-        try:
-            model = factory(name, weights=weights, mode=mode, device=device, seed=seed)
-        except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
-            raise ModelError(f"{name}: cannot build the model: {e}") from None
-    else:
-        try:
-            import baselines
-
-            factory = baselines.create
-        except (ImportError, AttributeError) as e:
-            raise ModelError(f"unknown model {name!r} and baselines.create is not available ({e})") from None
-        try:
-            model = factory(name, weights=weights)
-        except (FileNotFoundError, KeyError, ValueError, RuntimeError, ImportError) as e:
-            raise ModelError(f"{name}: cannot build the model: {e}") from None
+    if isinstance(weights, str) and "." not in name and not any(c in weights for c in "/\\.") and weights != "random":
+        name, weights = f"{name}.{weights}", None  # --weights project / authors / official: a tag
+    try:
+        full = resolve_name(name, mode)
+        model = registry.create(full, weights=weights, device=device, seed=seed,
+                                **({"download": download} if download is not None else {}))
+    except registry.ModelError:
+        raise
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError, ImportError) as e:
+        raise ModelError(f"{name}: cannot build the model: {e}") from None
     for attr in ("name", "num_parameters", "weights_id", "set_image", "predict"):
         if not hasattr(model, attr):
             raise ModelError(f"{name}: the built object has no {attr!r}; it does not implement the Segmenter protocol")
@@ -150,5 +122,5 @@ def iou_is_meaningful(weights_id: str) -> bool:
     return str(weights_id) not in NO_IOU_WEIGHTS
 
 
-__all__ = ["create", "register", "available", "ModelError", "NoopSegmenter", "OracleBoxSegmenter", "PHASES",
+__all__ = ["create", "resolve_name", "available", "ModelError", "NoopSegmenter", "OracleBoxSegmenter", "PHASES",
            "iou_is_meaningful", "check_image"]

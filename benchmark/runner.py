@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
-import traceback
+import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,11 +18,11 @@ from segcore.prompt import Prompt, PromptError
 from . import models as model_registry
 from segcore.datasets import Dataset, ItemError, Selection, open_dataset, select
 from .machine import machine_info
+from .timing import MODEL_PHASES, amortised, object_phases, tokens_of
 from segcore.metrics import object_metrics
-from segcore.records import PHASE_COLUMNS, STATUS_FAILED, STATUS_OK, RecordWriter, done_keys, make_row
+from segcore.records import STATUS_FAILED, STATUS_OK, RecordWriter, done_keys, make_row
 
 log = logging.getLogger("benchmark")
-MODEL_PHASES = ("preprocess", "encoder", "decoder", "postprocess")  # the model's own time; data load is separate
 
 
 class ConfigError(ValueError):
@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunConfig:
-    models: list[str]
+    models: list  # registry names ("flip-tiny.authors", "sam-b") or built Segmenter objects
     datasets: list[str]
     run_dir: str
     weights: str | None = None
@@ -77,31 +77,18 @@ def _atomic_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def set_threads(threads: int | None) -> int:
+@contextmanager
+def torch_threads(threads: int | None):
+    """torch's intra-op thread count for the duration of a run; the caller's setting comes back afterwards."""
     import torch
 
+    before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
-    return torch.get_num_threads()
-
-
-def _phase_split(after_set: dict, after_predict: dict) -> dict:
-    """Phase seconds of the predict call alone. Models report the last set_image + predict; a model that
-    accumulates gives after_predict ≥ after_set per phase, one that resets on predict gives the predict part."""
-    out = {}
-    for p, v in after_predict.items():
-        s = after_set.get(p, 0.0)
-        v = float(v) if v is not None else float("nan")
-        out[p] = v - s if (math.isfinite(v) and v >= s) else v
-    return out
-
-
-def _get_tokens(model, n: int):
-    toks = getattr(model, "last_tokens", None)
-    if toks is None:
-        return [None] * n
-    toks = list(np.atleast_1d(toks))
-    return toks if len(toks) == n else [None] * n
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 class Runner:
@@ -125,19 +112,34 @@ class Runner:
         if len(set(names)) != len(names):
             raise ConfigError(f"two datasets share a name {names}; name them with NAME=PATH")
         self.models = []
-        self.labels: dict[int, str] = {}  # the name records carry: the registry name given, "-h" for hierarchical FLIP
-        for name in cfg.models:
-            try:
-                m = model_registry.create(name, weights=cfg.weights, mode=cfg.mode, device=cfg.device, seed=cfg.seed)
-            except model_registry.ModelError as e:
-                raise ConfigError(str(e)) from None
+        for spec in cfg.models:
+            if isinstance(spec, str):
+                try:
+                    m = model_registry.create(spec, weights=cfg.weights, mode=cfg.mode, device=cfg.device, seed=cfg.seed,
+                                              download=cfg.extra.get("download"))
+                except model_registry.ModelError as e:
+                    raise ConfigError(str(e)) from None
+            else:  # a live model (the trainer's, a user's): anything with the Segmenter protocol
+                m = spec
+                missing = [a for a in ("name", "num_parameters", "weights_id", "set_image", "predict") if not hasattr(m, a)]
+                if missing:
+                    raise ConfigError(f"model object {m!r} lacks {missing}: it does not implement the Segmenter protocol")
             self.models.append(m)
-            self.labels[id(m)] = model_registry.record_name(name, cfg.mode)
-        if len(set(self.labels.values())) != len(self.labels):
-            raise ConfigError(f"a model is listed twice: {cfg.models}")
+        keys = [(self.label(m), str(m.weights_id)) for m in self.models]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"a model is listed twice: {[k[0] for k in keys]}")
 
-    def label(self, model) -> str:
-        return self.labels.get(id(model), model.name)
+    @staticmethod
+    def label(model) -> str:
+        """The name records carry: the model's full registry name (weights tag and mode included)."""
+        return str(model.name)
+
+    @staticmethod
+    def settings_of(model) -> dict:
+        """Inference settings that change a model's numbers (FLIP: mode, sampler rule, τ, c, N, seed)."""
+        get = getattr(model, "settings", None)
+        st = get() if callable(get) else {}
+        return {k: st.get(k) for k in ("mode", "sampler_compat", "tau", "coverage", "num_tokens", "seed") if k in st}
 
     # ------------------------------------------------------------------ plan
     def plan(self):
@@ -165,23 +167,40 @@ class Runner:
             raise ConfigError(f"run folder {self.run_dir} holds records of a different version of dataset(s) {changed} "
                               "(files changed since); choose another --run or delete the folder")
         cfg = asdict(self.cfg)
-        meta = {
-            "created": prev.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "settings": cfg,
-            "torch_threads": threads,
-            "machine": machine_info(),
-            "models": {self.label(m): {"registry_name": m.name, "weights_id": str(m.weights_id), "num_parameters": int(m.num_parameters),
-                                       "mode": getattr(getattr(m, "predictor", None), "mode", None)} for m in self.models},
-            "datasets": [d.describe() for d in self.datasets],
-            "invocations": prev.get("invocations", 0) + 1,
-        }
+        cfg["models"] = [self.label(m) for m in self.models]
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        models = {self.label(m): self.describe_model(m) for m in self.models}
+        invocation = {"started": now, "argv": list(self.cfg.extra.get("argv") or sys.argv), "settings": cfg,
+                      "models": models, "torch_threads": threads, "machine": machine_info()}
         if self.cfg.config_file:
             try:
-                meta["config_file_text"] = Path(self.cfg.config_file).read_text()
+                invocation["config_file_text"] = Path(self.cfg.config_file).read_text()
             except OSError:
                 pass
+        previous = prev.get("invocations")
+        previous = previous if isinstance(previous, list) else []
+        meta = {
+            "created": prev.get("created", now),
+            "updated": now,
+            "settings": cfg,  # the latest invocation's, as before; every invocation is in `invocations`
+            "torch_threads": threads,
+            "machine": invocation["machine"],
+            "models": {**(prev.get("models") if isinstance(prev.get("models"), dict) else {}), **models},
+            "datasets": [d.describe() for d in self.datasets],
+            "invocations": previous + [invocation],
+        }
         _atomic_json(meta_path, meta)
+
+    def describe_model(self, m) -> dict:
+        from segcore import registry
+
+        d = {"weights_id": str(m.weights_id), "num_parameters": int(m.num_parameters), **self.settings_of(m)}
+        try:
+            entry = registry.get(self.label(m))
+            d.update(registry_name=entry.name, description=entry.description, convention=entry.convention)
+        except (registry.ModelError, ValueError):
+            d.update(registry_name=None, description="a model object passed in by the caller")
+        return d
 
     # ------------------------------------------------------------------ run
     def warm_up(self, work) -> None:
@@ -206,7 +225,10 @@ class Runner:
                 log.warning("warm-up of %s on image %s failed: %s", self.label(model), entry.image_id, e)
 
     def run(self) -> Counters:
-        threads = set_threads(self.cfg.threads)
+        with torch_threads(self.cfg.threads) as threads:
+            return self._run(threads)
+
+    def _run(self, threads: int) -> Counters:
         self.write_meta(threads)
         work = self.plan()
         total = sum(len(t) for *_, t in work)
@@ -288,7 +310,7 @@ class Runner:
             return rows + [self._failed(model, ds, entry, oid, reason, width=w, height=h) for oid in objs]
 
         results = self._predict_all(model, prompts, after_set, wall_set, k)
-        amortised = self._amortised(results, after_set, wall_set, k)
+        per_image = amortised(results, after_set, wall_set, k)
         for oid, gt, prompt, (pred, err, phases, tokens) in zip(objs, gts, prompts, results):
             box = prompt.box_xyxy
             common = dict(width=w, height=h, box_x0=box[0], box_y0=box[1], box_x1=box[2], box_y1=box[3],
@@ -314,7 +336,7 @@ class Runner:
             rows.append(self._base(model, ds, entry, oid, status=STATUS_OK, reason=reason,
                                    iou=met["iou"], boundary_iou=met["boundary_iou"], pred_area_px=met["pred_area_px"],
                                    area_px=prompt.area, area_ratio=prompt.area / (h * w), time_object=t_obj,
-                                   time_amortised=amortised, tokens=tokens, **common, **times))
+                                   time_amortised=per_image, tokens=tokens, **self.settings_of(model), **common, **times))
         return rows
 
     def _predict_all(self, model, prompts, after_set, wall_set, k):
@@ -326,8 +348,8 @@ class Runner:
             wall = time.perf_counter() - t1
             if len(preds) != len(prompts):
                 raise RuntimeError(f"predict returned {len(preds)} masks for {len(prompts)} prompts")
-            phases = self._object_phases(after_set, dict(getattr(model, "timings", {}) or {}), wall_set, wall, k)
-            tokens = _get_tokens(model, k)
+            phases = object_phases(after_set, dict(getattr(model, "timings", {}) or {}), wall_set, wall, k)
+            tokens = tokens_of(model, k)
             return [(p, None, phases, t) for p, t in zip(preds, tokens)]
         except Exception as batch_error:
             if k == 1:
@@ -341,40 +363,11 @@ class Runner:
                 wall = time.perf_counter() - t1
                 if len(pred) != 1:
                     raise RuntimeError(f"predict returned {len(pred)} masks for 1 prompt")
-                phases = self._object_phases(after_set, dict(getattr(model, "timings", {}) or {}), wall_set, wall, 1)
-                out.append((pred[0], None, phases, _get_tokens(model, 1)[0]))
+                phases = object_phases(after_set, dict(getattr(model, "timings", {}) or {}), wall_set, wall, 1)
+                out.append((pred[0], None, phases, tokens_of(model, 1)[0]))
             except Exception as e:
                 out.append((None, f"predict raised {type(e).__name__}: {e}", {}, None))
         return out
-
-    @staticmethod
-    def _object_phases(after_set: dict, after_predict: dict, wall_set: float, wall_predict: float, k: int) -> dict:
-        """Per-object phase seconds: set_image phases counted fully (the image encoder once per object), the
-        predict call's phases shared by its k prompts. Falls back to wall time when the model reports nothing."""
-        pred = _phase_split(after_set, after_predict)
-        phases = {}
-        for p in MODEL_PHASES:
-            s, q = after_set.get(p), pred.get(p)
-            if s is None and q is None:
-                continue
-            phases[p] = (float(s) if s is not None else 0.0) + (float(q) / k if q is not None else 0.0)
-        phases["_object"] = sum(phases.values()) if phases else wall_set + wall_predict / k
-        set_total = sum(float(v) for p, v in after_set.items() if p in MODEL_PHASES) if after_set else wall_set
-        pred_total = sum(float(v) for p, v in pred.items() if p in MODEL_PHASES) if pred else wall_predict
-        phases["_image"] = set_total + pred_total  # whole image's model time, when predicted in one call
-        return phases
-
-    @staticmethod
-    def _amortised(results, after_set, wall_set, k) -> float:
-        """Model time of the image divided by its objects. One batched call: its image total / k; per-prompt
-        calls: set_image once plus every call's predict part."""
-        phases = [r[2] for r in results if r[2]]
-        if not phases:
-            return float("nan")
-        if all(p is phases[0] for p in phases):  # one batched call
-            return phases[0]["_image"] / k
-        set_total = sum(float(v) for p, v in after_set.items() if p in MODEL_PHASES) if after_set else wall_set
-        return (set_total + sum(p["_image"] - set_total for p in phases)) / k
 
 
 def run(cfg: RunConfig) -> Counters:

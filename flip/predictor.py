@@ -69,7 +69,8 @@ class FlipPredictor:
     def __init__(self, model, mode: str = "5sigma", num_tokens: int = 512, tau: float = 2.67, coverage: float = 1.44,
                  seed: int = 0, convention: str | None = None, device=None, uncertainty: float = 0.01,
                  num_mask_tokens: int = 2048, scale: float = 3.0, sampler_backend: str = "c",
-                 query_chunk: int = 4096, attention: str = "auto", threads: int | None = None):
+                 query_chunk: int = 4096, attention: str = "auto", threads: int | None = None,
+                 sampler_compat: str | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
         convention = convention or getattr(model, "gaussian_convention", PER_AXIS)
@@ -83,6 +84,8 @@ class FlipPredictor:
         self.num_tokens, self.tau, self.coverage, self.seed = int(num_tokens), float(tau), float(coverage), int(seed)
         self.uncertainty, self.num_mask_tokens, self.scale = float(uncertainty), int(num_mask_tokens), float(scale)
         self.sampler_backend, self.query_chunk, self.attention = sampler_backend, int(query_chunk), attention
+        # the patch-sampling rule belongs to the weights (model.sampler_compat), like the Gaussian convention
+        self.sampler_compat = sampler_compat or getattr(model, "sampler_compat", "exact")
         self.timer = PhaseTimer(self.device)
         self.image: np.ndarray | None = None
         self._image_time = 0.0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from flip.training.data import PATCH_SETS
 
@@ -63,18 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_config_file(path: str) -> dict:
-    f = Path(path)
-    if not f.is_file():
-        raise SystemExit(f"--config {f}: file not found")
-    if f.suffix == ".toml":
-        import tomllib
+    from segcore.config import ConfigFileError, load_config_file as load
 
-        return tomllib.loads(f.read_text())
-    if f.suffix in (".yaml", ".yml"):
-        import yaml
-
-        return yaml.safe_load(f.read_text()) or {}
-    raise SystemExit(f"--config {f}: expected .toml, .yaml or .yml")
+    try:
+        return load(path)
+    except ConfigFileError as e:
+        raise SystemExit(f"--config: {e}") from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:

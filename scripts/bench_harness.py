@@ -5,7 +5,6 @@
 Overhead = wall time of the harness loop per object with the noop model (image and mask decoding, prompts,
 IoU + boundary IoU, record writing) minus the noop model's own time. The goal is overhead / FLIP-Tiny < 0.2.
 A second figure takes the overhead inside the FLIP run (wall minus model time), where the metrics see real masks.
-Without a dataset it measures on a synthetic COCO set made in a temporary folder.
 """
 from __future__ import annotations
 
@@ -13,14 +12,11 @@ import argparse
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from segcore.records import RecordWriter  # noqa: E402
-from benchmark.runner import RunConfig, Runner, set_threads  # noqa: E402
+from benchmark.runner import RunConfig, Runner, torch_threads
+from segcore.records import RecordWriter
 
 
 def measure(model: str, data: str, limit: int, threads: int, boundary: bool, weights=None) -> dict:
@@ -28,18 +24,22 @@ def measure(model: str, data: str, limit: int, threads: int, boundary: bool, wei
         cfg = RunConfig(models=[model], datasets=[data], run_dir=tmp, limit=limit, seed=0, progress=False,
                         threads=threads, warmup=2, boundary=boundary, weights=weights)
         runner = Runner(cfg)
-        set_threads(threads)
-        work = runner.plan()
-        runner.warm_up(work)
-        rows = []
-        with RecordWriter(tmp, tag="bench") as writer:
-            t0 = time.perf_counter()
-            for m, ds, entry, todo in work:
-                for r in runner.run_image(m, ds, entry, todo):
-                    writer.add(r)
-                    rows.append(r)
-            writer.flush()
-            wall = time.perf_counter() - t0
+        with torch_threads(threads):
+            return _measure(runner, tmp)
+
+
+def _measure(runner, tmp) -> dict:
+    work = runner.plan()
+    runner.warm_up(work)
+    rows = []
+    with RecordWriter(tmp, tag="bench") as writer:
+        t0 = time.perf_counter()
+        for m, ds, entry, todo in work:
+            for r in runner.run_image(m, ds, entry, todo):
+                writer.add(r)
+                rows.append(r)
+        writer.flush()
+        wall = time.perf_counter() - t0
     ok = [r for r in rows if r["status"] == "ok"]
     n = len(ok)
     model_time = sum(r["time_amortised"] for r in ok)  # the model's whole time, spread over its objects
@@ -51,28 +51,20 @@ def measure(model: str, data: str, limit: int, threads: int, boundary: bool, wei
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="data/objascale-mini", help="dataset spec (default data/objascale-mini; synthetic if missing)")
+    p.add_argument("--data", default="data/objascale-mini", help="dataset spec (default data/objascale-mini; render it with make objascale)")
     p.add_argument("--limit", type=int, default=200, help="objects to time (seeded sample)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--model", default="flip-tiny", help="the model to compare against (default flip-tiny)")
     p.add_argument("--no-boundary", dest="boundary", action="store_false", help="exclude boundary IoU from the harness")
     a = p.parse_args()
-    tmpdir = None
     data = a.data
     from segcore.datasets import DatasetError, open_dataset
 
     try:
         open_dataset(data)
-        usable = True
-    except DatasetError:
-        usable = False
-    if not usable:
-        from benchmark.synthetic import make_coco_dataset
-
-        tmpdir = tempfile.TemporaryDirectory()
-        data = str(make_coco_dataset(Path(tmpdir.name) / "synthetic", n_images=40, objects_per_image=5,
-                                     sizes=((480, 640), (512, 512), (375, 500))))
-        print(f"{a.data} not usable (missing or still rendering): using a synthetic COCO set ({data})")
+    except DatasetError as e:
+        print(f"{a.data}: {e}. Render ObjaScale mini first (make objascale) or pass --data.", file=sys.stderr)
+        return 2
     noop = measure("noop", data, a.limit, a.threads, a.boundary)
     flip = measure(a.model, data, a.limit, a.threads, a.boundary)
     print(f"dataset {data}, {noop['objects']} objects, torch threads {a.threads}, boundary IoU {'on' if a.boundary else 'off'}")
@@ -85,8 +77,6 @@ def main() -> int:
     # metrics on real (non-empty) predictions cost more than on the noop's empty ones: the in-run figure shows that
     inrun = flip["harness_per_object"] / flip["model_per_object"]
     print(f"overhead (inside the {a.model} run, real predictions) / {a.model} inference = {inrun:.4f}")
-    if tmpdir:
-        tmpdir.cleanup()
     return 0
 
 

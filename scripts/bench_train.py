@@ -8,21 +8,17 @@ for --warmup steps, then times --steps steps. Prints one row per worker count; n
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from segcore.datasets import open_dataset  # noqa: E402
-from flip.registry import create_model  # noqa: E402
-from flip.training.data import MixtureSampler, SampleConfig, TrainSet, collate, worker_init_fn  # noqa: E402
-from flip.training.groups import GroupBalancer, group_ious  # noqa: E402
-from flip.training.loop import forward_loss  # noqa: E402
-from flip.training.optim import ranger  # noqa: E402
+from flip.training.data import MixtureSampler, SampleConfig, TrainSet, collate, worker_init_fn
+from flip.training.groups import GroupBalancer, group_ious
+from flip.training.loop import train_step
+from flip.training.optim import ranger
+from flip.variants import create_model
+from segcore.datasets import open_dataset
 
 
 def run(args, workers: int) -> tuple[float, float, int]:
@@ -30,6 +26,7 @@ def run(args, workers: int) -> tuple[float, float, int]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = create_model(args.model).to(device)
     opt = ranger(model.parameters())
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
     bal = GroupBalancer()
     ds = TrainSet([open_dataset(args.data)], SampleConfig(masks_per_image=args.masks_per_image), seed=args.seed,
                   group_counts=bal.shared)
@@ -44,10 +41,10 @@ def run(args, workers: int) -> tuple[float, float, int]:
             t0, objs = time.perf_counter(), 0
         if batch is None:
             continue
-        loss, logits = forward_loss(model, batch, device, amp=False)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        result = train_step(model, opt, scaler, batch, device, amp=False)
+        if result is None:
+            continue
+        _, logits = result
         bal.update(group_ious(logits.detach(), batch["labels"].to(device), batch["group_counts"].to(device)).cpu().numpy())
         objs += batch["labels"].shape[0]
         steps += i >= args.warmup

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # v1 lacks the inference-settings columns (read as empty)
 PHASE_COLUMNS = ("t_data", "t_preprocess", "t_encoder", "t_decoder", "t_postprocess")
 # (name, type): types are str, int, float. Empty cell = missing (NaN for floats).
 SCHEMA: tuple[tuple[str, type], ...] = (
@@ -42,10 +43,18 @@ SCHEMA: tuple[tuple[str, type], ...] = (
     ("time_object", float),  # seconds: model time of this object alone (image encoder counted once per object)
     ("time_amortised", float),  # seconds: model time of the whole image / objects in the image
     ("tokens", int),  # FLIP input tokens (patches) for this object; empty for other models
+    # inference settings that change the numbers (v2); empty for models without them
+    ("mode", str),  # FLIP: 5sigma | hierarchical
+    ("sampler_compat", str),  # FLIP patch-sampling rule: authors | exact
+    ("tau", float),
+    ("coverage", float),
+    ("num_tokens", int),  # N, the token budget
+    ("seed", int),  # run seed; per-object seeds derive from it and the object's identity
     ("shard", str),
     ("timestamp", float),
 )
 COLUMNS = tuple(n for n, _ in SCHEMA)
+V2_COLUMNS = ("mode", "sampler_compat", "tau", "coverage", "num_tokens", "seed")
 TYPES = dict(SCHEMA)
 KEY = ("model", "weights_id", "dataset", "image_id", "object_id")
 STATUS_OK, STATUS_FAILED = "ok", "failed"
@@ -154,13 +163,13 @@ def read_rows(run_dir) -> list[dict]:
     for path in record_files(run_dir):
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            missing = set(COLUMNS) - set(reader.fieldnames or [])
+            missing = set(COLUMNS) - set(reader.fieldnames or []) - set(V2_COLUMNS)
             if missing:
                 raise ValueError(f"{path}: not a records file of schema v{SCHEMA_VERSION} (missing {sorted(missing)})")
             for raw in reader:
-                row = {c: _parse(raw[c], TYPES[c]) for c in COLUMNS}
-                if row["schema_version"] != SCHEMA_VERSION:
-                    raise ValueError(f"{path}: schema v{row['schema_version']}, this code reads v{SCHEMA_VERSION}")
+                row = {c: _parse(raw.get(c) or "", TYPES[c]) for c in COLUMNS}
+                if row["schema_version"] not in READABLE_VERSIONS:
+                    raise ValueError(f"{path}: schema v{row['schema_version']}, this code reads v{READABLE_VERSIONS}")
                 rows[key_of(row)] = row
     return list(rows.values())
 

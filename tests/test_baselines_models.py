@@ -71,7 +71,7 @@ def test_mobilesam_state_dict_round_trip(tmp_path):
     path = tmp_path / "mobile_sam.pt"
     torch.save(a.sam.state_dict(), path)  # the official file is a bare state dict
     b = baselines.create("mobilesam", weights=path, device="cpu")
-    assert b.weights_id.startswith("mobile_sam.pt:")
+    assert b.weights_id.startswith("file:mobile_sam.pt@sha256:")
     for x, y in zip(_run(a), _run(b)):
         np.testing.assert_array_equal(x, y)
 
@@ -83,7 +83,7 @@ def test_sam_b_state_dict_round_trip_without_forward(tmp_path):
     path = tmp_path / "sam_vit_b_01ec64.pth"
     torch.save(a.state_dict(), path)
     b, wid = build_sam_module("sam-b", path)
-    assert wid.startswith("sam_vit_b_01ec64.pth:")
+    assert wid.startswith("file:sam_vit_b_01ec64.pth@sha256:")
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), k
 
@@ -322,7 +322,7 @@ def test_fastsam_restores_torch_threads_and_round_trips_a_checkpoint(tmp_path):
     net.args, net.names = {"task": "segment", "imgsz": 1024}, {0: "object"}
     torch.save({"model": net, "train_args": net.args}, path)  # ultralytics' checkpoint layout
     b = baselines.create("fastsam-s", weights=path, device="cpu")
-    assert b.weights_id.startswith("FastSAM-s.pt:") and b.num_parameters == a.num_parameters
+    assert b.weights_id.startswith("file:FastSAM-s.pt@sha256:") and b.num_parameters == a.num_parameters
     with pytest.raises(WeightsError, match=r"fastsam-x: .*shape mismatches"):
         baselines.create("fastsam-x", weights=path)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

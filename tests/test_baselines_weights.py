@@ -12,8 +12,8 @@ from baselines.weights import WeightsError, WeightsSpec, check_state_dict, resol
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("BASELINES_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("BASELINES_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FLIP_SUITE_DOWNLOAD", raising=False)
 
 
 def test_available_lists_the_eight_paper_models():
@@ -32,25 +32,25 @@ def test_missing_default_weights_name_the_file_folder_and_url(name, filename, tm
     with pytest.raises(WeightsError) as e:
         baselines.create(name)
     msg = str(e.value)
-    assert filename in msg and str(tmp_path / "weights") in msg and "https://" in msg
+    assert filename in msg and str(tmp_path / "cache" / "baselines") in msg and "https://" in msg and "--download" in msg
 
 
 def test_missing_explicit_path_is_a_clear_error(tmp_path):
-    with pytest.raises(WeightsError, match="does not exist.*efficient_sam_vitt.pt"):
+    with pytest.raises(WeightsError, match="efficientsam-t: weights file .*nope.pt does not exist"):
         baselines.create("efficientsam-t", weights=tmp_path / "nope.pt")
 
 
 def test_failed_download_reports_the_url(tmp_path, monkeypatch):
-    monkeypatch.setenv("BASELINES_NO_DOWNLOAD", "0")
-    spec = WeightsSpec("x.pt", "http://127.0.0.1:9/x.pt")  # discard port: the connection is refused at once
-    with pytest.raises(WeightsError, match=r"download from http://127.0.0.1:9/x.pt failed"):
+    monkeypatch.setenv("FLIP_SUITE_DOWNLOAD", "1")
+    spec = WeightsSpec("x.pt", "http://127.0.0.1:9/x.pt", sha256="0" * 64)  # discard port: refused at once
+    with pytest.raises(WeightsError, match=r"download of http://127.0.0.1:9/x.pt failed"):
         resolve("demo", spec, None)
-    assert not any((tmp_path / "weights").glob("x.pt*"))  # no partial file left behind
+    assert not any((tmp_path / "cache" / "baselines").glob("x.pt*"))  # no partial file left behind
 
 
 def test_zipped_checkpoint_is_extracted(tmp_path):
-    folder = tmp_path / "weights"
-    folder.mkdir()
+    folder = tmp_path / "cache" / "baselines"
+    folder.mkdir(parents=True)
     with zipfile.ZipFile(folder / "model.pt.zip", "w") as z:
         z.writestr("weights/model.pt", b"payload")
     path = resolve("demo", WeightsSpec("model.pt", "u", "u.zip"), None)
@@ -60,7 +60,32 @@ def test_zipped_checkpoint_is_extracted(tmp_path):
 def test_weights_id_is_name_and_sha_prefix(tmp_path):
     p = tmp_path / "w.pt"
     p.write_bytes(b"abc")
-    assert weights_id(p) == "w.pt:ba7816bf8f"  # sha256("abc") starts ba7816bf8f01
+    assert weights_id(p) == "file:w.pt@sha256:ba7816bf8f01"  # sha256("abc"); not a published digest
+
+
+def test_official_label_only_for_published_digests(tmp_path):
+    from segcore import hub
+
+    p = tmp_path / "mobile_sam.pt"
+    p.write_bytes(b"abc")
+    assert hub.weights_id([p], [WeightsSpec("mobile_sam.pt", "u", sha256=hub.sha256(p))]).startswith("official:")
+
+
+def test_baseline_checkpoints_never_run_code(tmp_path):
+    import os
+
+    marker = tmp_path / "MARKER"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    from baselines.mobilesam import build_mobilesam_module
+
+    module, _ = build_mobilesam_module("random")
+    torch.save({"model": module.state_dict(), "x": Evil()}, tmp_path / "evil.pt")
+    _, wid = build_mobilesam_module(tmp_path / "evil.pt")
+    assert not marker.exists() and wid.startswith("file:evil.pt")
 
 
 def test_check_state_dict_names_missing_unexpected_and_shapes():

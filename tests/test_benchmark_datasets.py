@@ -8,7 +8,7 @@ from pycocotools import mask as mask_utils
 
 from segcore.datasets import (CocoDataset, DatasetError, FlipHdf5Dataset, ItemError, ObjaScaleDataset, Selection,
                                 open_dataset, select, write_flip_hdf5)
-from benchmark.synthetic import make_coco_dataset, random_shapes
+from tests.fixtures import make_coco_dataset, random_shapes
 
 
 def _coco_file(tmp_path):

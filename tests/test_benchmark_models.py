@@ -9,45 +9,43 @@ from benchmark import models
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_dispatch_flip_and_baselines(monkeypatch):
-    import baselines
-    import flip
+def test_names_resolve_to_tagged_registry_entries():
+    import flip  # noqa: F401  (registers its models)
 
-    calls = []
-
-    def fake_flip(name, weights=None, mode="5sigma", device=None, seed=0):
-        calls.append(("flip", name, weights, mode, seed))
-        return models.NoopSegmenter()
-
-    def fake_baseline(name, weights=None):
-        calls.append(("baseline", name, weights))
-        return models.NoopSegmenter()
-
-    monkeypatch.setattr(flip, "create_segmenter", fake_flip)
-    monkeypatch.setattr(baselines, "create", fake_baseline)
-    models.create("flip-small", weights="random", seed=3)
-    models.create("flip-tiny-h", weights=None)
-    models.create("sam-b", weights="/x/sam.pth")
-    assert calls == [("flip", "flip-small", "random", "5sigma", 3), ("flip", "flip-tiny", None, "hierarchical", 0),
-                     ("baseline", "sam-b", "/x/sam.pth")]
-    assert models.record_name("flip-tiny", "hierarchical") == "flip-tiny-h"
-    assert models.record_name("flip-tiny-h", "hierarchical") == "flip-tiny-h"
-    assert models.record_name("sam-b", "hierarchical") == "sam-b"
+    assert models.resolve_name("noop") == "noop"
+    assert models.resolve_name("flip-tiny.project") == "flip-tiny.project"
+    assert models.resolve_name("flip-tiny.project", mode="hierarchical") == "flip-tiny-h.project"
+    assert models.resolve_name("flip-small-maxpatch4") == "flip-small-maxpatch4.random"
+    assert models.resolve_name("sam-b") == "sam-b.official"
+    assert "sam-b.official" in models.available() and "flip-tiny-h.authors" in models.available()
+    with pytest.raises(models.ModelError, match="unknown model"):
+        models.create("flip-huge")
+    with pytest.raises(models.ModelError, match="no weights tag"):
+        models.create("flip-tiny.nonsense")
 
 
-def test_non_segmenters_and_build_errors_are_model_errors(monkeypatch):
-    import baselines
+def test_weights_tag_and_random_init_are_seeded_and_side_effect_free():
+    import torch
 
-    monkeypatch.setattr(baselines, "create", lambda name, weights=None: object())
-    with pytest.raises(models.ModelError, match="Segmenter protocol"):
+    state = torch.get_rng_state()
+    a = models.create("flip-tiny", weights="random", seed=3)
+    b = models.create("flip-tiny", weights="random", seed=3)
+    assert torch.equal(state, torch.get_rng_state())  # no global seeding
+    assert a.weights_id == "random" and a.name == "flip-tiny.authors"
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+    p = models.create("flip-tiny", weights="project")  # --weights project: the committed checkpoint
+    assert p.name == "flip-tiny.project" and p.weights_id.startswith("project:")
+    assert p.predictor.sampler_compat == "exact" and p.predictor.convention == "pixel"
+
+
+def test_missing_baseline_weights_say_where_to_get_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path))
+    monkeypatch.delenv("FLIP_SUITE_DOWNLOAD", raising=False)
+    with pytest.raises(models.ModelError, match="sam_vit_b_01ec64.pth.*dl.fbaipublicfiles.com"):
         models.create("sam-b")
-
-    def missing(name, weights=None):
-        raise FileNotFoundError("sam_vit_b.pth not found; download it from ...")
-
-    monkeypatch.setattr(baselines, "create", missing)
-    with pytest.raises(models.ModelError, match="sam_vit_b.pth"):
-        models.create("sam-b")
+    with pytest.raises(models.ModelError, match="does not exist"):
+        models.create("sam-b", weights=str(tmp_path / "nope.pth"))
 
 
 def test_noop_and_oracle_box():
@@ -84,21 +82,19 @@ def test_objascale_folder_and_its_hdf5_export_agree():
 
 
 def _reference_onnx():
-    import os
-
-    p = os.environ.get("FLIP_REFERENCE_ONNX") or str(ROOT.parent / "shared" / "reference" / "flip-tiny-fused.onnx")
-    return Path(p) if Path(p).is_file() else None
+    p = ROOT.parent / "shared" / "reference" / "flip-tiny-fused.onnx"
+    return p if p.is_file() else None
 
 
-@pytest.mark.skipif(_reference_onnx() is None, reason="authors' flip-tiny-fused.onnx not found (../shared/reference or $FLIP_REFERENCE_ONNX)")
+@pytest.mark.skipif(_reference_onnx() is None, reason="authors' flip-tiny-fused.onnx not found (../shared/reference absent)")
 def test_flip_tiny_with_authors_weights_through_the_harness(tmp_path):
     """The real model in the real loop: authors' weights id, token counts and a meaningful IoU are recorded."""
     from segcore.records import read_rows
     from benchmark.runner import RunConfig, Runner
-    from benchmark.synthetic import make_coco_dataset
+    from tests.fixtures import make_coco_dataset
 
     data = make_coco_dataset(tmp_path / "ds", n_images=2, objects_per_image=1, sizes=((48, 64),), polygons=False)
-    cfg = RunConfig(models=["flip-tiny"], datasets=[str(data)], run_dir=str(tmp_path / "run"), weights="authors",
+    cfg = RunConfig(models=["flip-tiny.authors"], datasets=[str(data)], run_dir=str(tmp_path / "run"),
                     threads=1, warmup=0, progress=False)
     c = Runner(cfg).run()
     rows = read_rows(tmp_path / "run")

@@ -4,13 +4,13 @@ import json
 import numpy as np
 import pytest
 
-from benchmark import models
+from segcore import registry
 from benchmark.cli import main as cli_main
 from segcore.datasets import open_dataset
 from segcore.records import read_frame, read_rows
 from benchmark.report import make_report
 from benchmark.runner import ConfigError, RunConfig, Runner
-from benchmark.synthetic import make_coco_dataset
+from tests.fixtures import make_coco_dataset
 from segcore.segmenter import PhaseTimer
 
 
@@ -53,7 +53,7 @@ def fakes():
     made = {}
 
     def reg(name, **kw):
-        models.register(name)(lambda weights=None, **_: made.setdefault(name, FakeSegmenter(name, **kw)))
+        registry.register(registry.ModelEntry(name, "", lambda entry, **_: made.setdefault(name, FakeSegmenter(name, **kw))))
 
     reg("fake-good")
     reg("fake-raise", raise_on={"2"})
@@ -62,7 +62,7 @@ def fakes():
     reg("fake-shape", wrong_shape_on={"3"})
     yield made
     for n in ("fake-good", "fake-raise", "fake-nan", "fake-random", "fake-shape"):
-        models._LOCAL.pop(n, None)
+        registry.unregister(n)
 
 
 def _cfg(tmp_path, data, models_, run="run", **kw):
@@ -174,7 +174,7 @@ def test_shards_merge_to_the_full_run(tmp_path, fakes):
 def test_config_errors_stop_before_any_work(tmp_path, fakes, capsys):
     with pytest.raises(ConfigError, match="does not exist"):
         Runner(_cfg(tmp_path, tmp_path / "no-such-data", ["fake-good"]))
-    with pytest.raises(ConfigError, match="no-such-model.*(unknown|not available)"):
+    with pytest.raises(ConfigError, match="unknown model .no-such-model"):
         Runner(_cfg(tmp_path, make_coco_dataset(tmp_path / "ds", n_images=1), ["no-such-model"]))
     rc = cli_main(["--model", "fake-good", "--data", str(tmp_path / "missing"), "--results", str(tmp_path / "r"), "--no-progress"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
@@ -193,7 +193,7 @@ def test_cli_config_file_and_area_filter(tmp_path, fakes):
     assert rc == 0
     meta = json.loads((tmp_path / "r" / "x" / "run.json").read_text())
     assert meta["settings"]["max_area_ratio"] == 0.05 and meta["settings"]["seed"] == 3
-    assert "max-area = 0.05" in meta["config_file_text"] and meta["machine"]["cpu_model"]
+    assert "max-area = 0.05" in meta["invocations"][-1]["config_file_text"] and meta["machine"]["cpu_model"]
     df = read_frame(tmp_path / "r" / "x")
     assert len(df) and (df.area_ratio <= 0.05).all() and set(df.model) == {"fake-good", "noop"}
     assert (tmp_path / "r" / "x" / "report.html").is_file()

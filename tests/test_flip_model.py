@@ -6,7 +6,7 @@ import torch
 import flip
 from flip.modeling import FLIP, KVCache, PatchEmbedding, TokenBatch, count_parameters, packed_attention, relative_embedding
 from flip.modeling.packing import object_major_index
-from flip.registry import get_config
+from flip.variants import get_config
 
 from .flip_testutil import SIZES, allocation, crop_patches, position, synthetic_image
 

@@ -46,27 +46,106 @@ def test_mismatched_state_dict_lists_keys():
     assert "unexpected (1): layers.9.alpha" in str(err.value)
 
 
-def test_missing_file_message(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLIP_WEIGHTS_DIR", str(tmp_path))
-    monkeypatch.setenv("FLIP_REFERENCE_ONNX", str(tmp_path / "nope.onnx"))
-    monkeypatch.setenv("FLIP_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match=r"manuel-traub.de/onnx/flip-\{encoder,predictor\}-small.onnx"):
+def test_missing_file_message_and_no_download_without_opt_in(tmp_path, monkeypatch):
+    import urllib.request
+
+    monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path))
+    monkeypatch.delenv("FLIP_SUITE_DOWNLOAD", raising=False)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded without being asked"))
+    with pytest.raises(FileNotFoundError, match=r"flip-encoder-small.onnx.*manuel-traub.de/onnx/flip-encoder-small.onnx"):
         flip.pretrained("flip-small")
-    with pytest.raises(FileNotFoundError, match="weights file not found"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         flip.pretrained("flip-tiny", path=tmp_path / "missing.ckpt")
 
 
-def test_weight_source_hook(tmp_path, monkeypatch):
-    """Other parts may register extra sources (e.g. a project-trained FLIP-Tiny); non-authors' ids say so."""
-    monkeypatch.setenv("FLIP_WEIGHTS_DIR", str(tmp_path / "empty"))
-    monkeypatch.setenv("FLIP_OFFLINE", "1")
-    monkeypatch.setenv("FLIP_REFERENCE_ONNX", str(tmp_path / "nope.onnx"))
-    monkeypatch.setattr(W, "PROJECT_WEIGHTS_DIR", tmp_path / "no-project-weights")  # a trained file may exist
-    torch.save(flip.create_model("flip-tiny").state_dict(), tmp_path / "mine.pt")
-    src = W.WeightSource("project", lambda name: tmp_path / "mine.pt" if name == "flip-tiny" else None, authors=False)
-    monkeypatch.setattr(W, "WEIGHT_SOURCES", W.WEIGHT_SOURCES + [src])
-    m = flip.pretrained("flip-tiny")
-    assert m.weights_id.startswith("project:mine.pt@sha256:") and m.gaussian_convention == "pixel"
+def test_download_needs_opt_in_and_a_matching_sha256(tmp_path, monkeypatch):
+    import io
+    import urllib.request
+
+    from segcore import hub
+
+    monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path))
+    payload = b"not the published file"
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: io.BytesIO(payload))
+    wf = hub.WeightFile("x.onnx", "flip", "authors", "0" * 64, "https://example.invalid/x.onnx")
+    with pytest.raises(hub.WeightsError, match="downloads are off"):
+        hub.resolve("m", [wf])
+    with pytest.raises(hub.WeightsError, match="expected 0000"):
+        hub.resolve("m", [wf], download=True)
+    assert not (tmp_path / "flip" / "x.onnx").exists()  # a file that fails its check never takes the name
+    good = hub.WeightFile("y.onnx", "flip", "authors", __import__("hashlib").sha256(payload).hexdigest(), "https://e/y")
+    (p,) = hub.resolve("m", [good], download=True)
+    assert p.read_bytes() == payload
+    no_sha = hub.WeightFile("z.onnx", "flip", "authors", None, "https://e/z")
+    with pytest.raises(hub.WeightsError, match="no published sha256"):
+        hub.resolve("m", [no_sha], download=True)
+
+
+def test_project_file_carries_its_own_rule(tmp_path):
+    from flip.training.checkpoint import export_weights
+
+    m = flip.create_model("flip-tiny")
+    export_weights(m.state_dict(), tmp_path / "mine.pt", name="flip-tiny", model_config={},
+                   meta={"convention": "per-axis", "sampler_compat": "authors"}, half=False)
+    got = flip.pretrained("flip-tiny", path=tmp_path / "mine.pt")
+    assert got.weights_id.startswith("project:mine.pt@sha256:")
+    assert (got.gaussian_convention, got.sampler_compat) == ("per-axis", "authors")
+    torch.save(m.state_dict(), tmp_path / "plain.pt")  # a plain state dict is not the authors' published file
+    assert flip.pretrained("flip-tiny", path=tmp_path / "plain.pt").weights_id.startswith("file:plain.pt@sha256:")
+
+
+def test_weights_files_never_run_code(tmp_path):
+    """A pickle whose loading would write a marker file: loading it must not write the marker."""
+    import os
+
+    marker = tmp_path / "MARKER"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    sd = flip.create_model("flip-tiny").state_dict()
+    torch.save({"state_dict": sd, "hyper_parameters": Evil()}, tmp_path / "evil.ckpt")
+    m = flip.pretrained("flip-tiny", path=tmp_path / "evil.ckpt")  # the weights still load
+    assert not marker.exists()
+    assert m.weights_id.startswith("file:evil.ckpt")
+    torch.save(Evil(), tmp_path / "evil2.pt")
+    with pytest.raises(W.WeightImportError):
+        flip.pretrained("flip-tiny", path=tmp_path / "evil2.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10])
+@pytest.mark.parametrize("suffix", [".ckpt", ".pth", ".onnx"])
+def test_garbage_weight_files_are_clear_errors(tmp_path, content, suffix):
+    p = tmp_path / f"bad{suffix}"
+    p.write_bytes(content)
+    with pytest.raises(W.WeightImportError, match="bad"):
+        flip.pretrained("flip-tiny", path=p)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    sd = flip.create_model("flip-tiny").state_dict()
+    sd["layers.0.alpha"] = torch.full_like(sd["layers.0.alpha"], float("nan"))
+    torch.save(sd, tmp_path / "nan.pt")
+    with pytest.raises(W.WeightImportError, match="NaN or inf.*layers.0.alpha"):
+        flip.pretrained("flip-tiny", path=tmp_path / "nan.pt")
+
+
+@needs_ref
+def test_authors_label_only_for_the_published_digest(tmp_path):
+    import shutil
+
+    assert flip.pretrained("flip-tiny.authors").weights_id.startswith("authors:flip-tiny-fused.onnx@sha256:ef53c2774528")
+    copy = tmp_path / "flip-tiny-fused.onnx"
+    shutil.copy(REF, copy)
+    assert flip.pretrained("flip-tiny", path=copy).weights_id.startswith("authors:")  # same bytes, any path
+    import onnx
+
+    g = onnx.load(str(REF))
+    g.graph.initializer[0].raw_data = bytes(len(g.graph.initializer[0].raw_data))  # one tensor zeroed
+    onnx.save(g, str(copy))
+    assert flip.pretrained("flip-tiny", path=copy).weights_id.startswith("file:")
 
 
 @needs_ref

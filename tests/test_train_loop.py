@@ -65,7 +65,7 @@ def _fixed_batch(data, balancer=None):
 
 
 def test_loss_decreases_on_a_fixed_batch(tiny_data):
-    from flip.registry import create_model
+    from flip.variants import create_model
     from flip.training.optim import ranger
 
     torch.manual_seed(0)

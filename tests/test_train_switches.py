@@ -42,7 +42,7 @@ def test_fine_tune_from_authors_weights():
     from flip.weights import reference_onnx
 
     if not reference_onnx().is_file():
-        pytest.skip(f"authors' FLIP-Tiny not found at {reference_onnx()} (set FLIP_REFERENCE_ONNX)")
+        pytest.skip(f"authors' FLIP-Tiny not found at {reference_onnx()} (../shared absent)")
     args = parse_args(["--data", "x", "--init-weights", str(reference_onnx())])
     model, source = build_model(args, torch.device("cpu"))
     assert source.startswith("authors:")
@@ -50,6 +50,8 @@ def test_fine_tune_from_authors_weights():
     assert alphas != pytest.approx([0.1, 0.1, 0.1])  # trained values (spec §4.4: 0.95/1.61/3.61), not the init
     with pytest.raises(Exception, match="not a file"):
         build_model(parse_args(["--data", "x", "--init-weights", "no-such-weights"]), torch.device("cpu"))
+    model, source = build_model(parse_args(["--data", "x", "--init-weights", "flip-tiny.authors"]), torch.device("cpu"))
+    assert source.startswith("authors:")
 
 
 def test_bad_flags_are_rejected():
@@ -59,17 +61,17 @@ def test_bad_flags_are_rejected():
         parse_args(["--data", "x", "--min-tokens", "600", "--mean-tokens", "512"])
 
 
-def test_pretrained_falls_back_to_the_committed_project_checkpoint(monkeypatch, tmp_path):
+def test_untagged_name_takes_the_committed_project_checkpoint_when_no_authors_file(monkeypatch, tmp_path):
     import flip
-    from flip.weights import PROJECT_WEIGHTS_DIR
+    from flip import segmenter
 
-    if not (PROJECT_WEIGHTS_DIR / "flip-tiny-objascale.pt").is_file():
-        pytest.skip("no committed flip/weights/flip-tiny-objascale.pt")
-    monkeypatch.setenv("FLIP_REFERENCE_ONNX", str(tmp_path / "absent.onnx"))
-    monkeypatch.setenv("FLIP_WEIGHTS_DIR", str(tmp_path / "empty-cache"))
-    monkeypatch.setenv("FLIP_OFFLINE", "1")
+    path = segmenter.CHECKPOINT_DIR / "flip-tiny-objascale.pt"
+    if not path.is_file():
+        pytest.skip("no committed flip/checkpoints/flip-tiny-objascale.pt")
+    monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(segmenter, "_shared_reference", lambda: None)  # as on a machine without ../shared
     model = flip.pretrained("flip-tiny")
     assert model.weights_id.startswith("project:flip-tiny-objascale.pt")
-    assert model.gaussian_convention == "pixel"
-    meta = torch.load(PROJECT_WEIGHTS_DIR / "flip-tiny-objascale.pt", weights_only=False)["meta"]
+    assert (model.gaussian_convention, model.sampler_compat) == ("pixel", "exact")
+    meta = torch.load(path, weights_only=True)["meta"]  # the project's own files need no pickle code either
     assert meta["step"] > 0 and meta["train_args"]["model"] == "flip-tiny"

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
+
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +24,7 @@ from .checkpoint import atomic_save, export_weights, load_checkpoint, rng_state,
 from .data import PATCH_SETS, MixtureSampler, SampleConfig, TrainSet, collate, worker_init_fn
 from .groups import GroupBalancer, group_ious
 from .optim import ranger
+from .validate import held_out, validate
 
 log = logging.getLogger("flip.train")
 
@@ -68,7 +69,7 @@ def open_datasets(specs, weights):
 
 
 def build_model(args, device):
-    from flip.registry import create_model
+    from flip.variants import create_model
 
     overrides = {}
     if args.patch_set != "default":
@@ -77,15 +78,21 @@ def build_model(args, device):
         overrides["pos_emb_all_layers"] = False
     model = create_model(args.model, **overrides)
     source = "random"
-    if args.init_weights:  # fine-tuning from anything flip.pretrained can load: a name ("flip-tiny") or a file
-        from flip.weights import load_weights, resolve_weights
+    if args.init_weights:  # fine-tuning from anything flip.pretrained loads: a registry name or a file
+        from flip.segmenter import load_flip
+        from segcore.registry import ModelError
 
         name_or_path = args.init_weights
         is_file = Path(name_or_path).is_file()
-        if not is_file and name_or_path != args.model:
-            raise ConfigError(f"--init-weights {name_or_path!r}: not a file, and not the model name {args.model!r}")
-        found, source, _ = resolve_weights(args.model, name_or_path if is_file else None)
-        load_weights(model, found)  # strict: lists missing / unexpected / mis-shaped keys
+        if not is_file and name_or_path.split(".")[0] != args.model:
+            raise ConfigError(f"--init-weights {name_or_path!r}: not a file, and not a name of {args.model!r} "
+                              f"(e.g. {args.model}.authors)")
+        try:
+            loaded, _ = load_flip(args.model if is_file else name_or_path, weights=name_or_path if is_file else None)
+        except (FileNotFoundError, ValueError, ModelError) as e:
+            raise ConfigError(f"--init-weights {name_or_path}: {e}") from None
+        model.load_state_dict(loaded.state_dict())  # strict: the file was checked against the same architecture
+        source = loaded.weights_id
     return model.to(device), source
 
 
@@ -162,51 +169,37 @@ class Logger:
             self.tb.flush()
 
 
-def evaluate(args, out: Path, step: int, model) -> dict | None:
-    """IoU on the held-out set through the benchmark harness, with the current weights exported to a file."""
-    if not args.eval_data:
+def train_step(ddp, opt, scaler, batch: dict, device, amp: bool):
+    """One optimiser step on one batch → (loss, logits), or None when the loss is not finite (batch skipped)."""
+    loss, logits = forward_loss(ddp, batch, device, amp)
+    opt.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        log.warning("non-finite loss %s, batch skipped", loss.item())
         return None
-    try:
-        from benchmark.runner import RunConfig, run
-    except ImportError as e:
-        log.warning("evaluation skipped: benchmark runner unavailable (%s)", e)
-        return None
-    wpath = out / "eval" / f"weights-step{step}.pt"
-    raw = model.module if hasattr(model, "module") else model
-    export_weights(raw.state_dict(), wpath, name=args.model, model_config=model_config_dict(raw),
-                   meta={"step": step, "convention": args.gaussian_convention}, half=False)
-    run_dir = out / "eval" / f"step{step}"
-    was_training = raw.training
-    raw.eval()
-    try:
-        run(RunConfig(models=[args.model], datasets=[args.eval_data], run_dir=str(run_dir), weights=str(wpath),
-                      limit=args.eval_objects, seed=args.seed, boundary=False, progress=False, warmup=0,
-                      threads=args.threads))
-        from segcore.records import STATUS_OK, read_frame
+    scaler.scale(loss).backward()
+    if amp:
+        scaler.unscale_(opt)
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return loss, logits
 
-        df = read_frame(run_dir)
-        if df is None or len(df) == 0:
-            log.warning("evaluation wrote no records under %s", run_dir)
-            return None
-        df = df[df["status"] == STATUS_OK]
-        res = {"iou": float(df["iou"].mean()), "objects": int(len(df))}
-        if "area_ratio" in df:
-            small = df[df["area_ratio"] < 0.01]
-            res["iou_small"] = float(small["iou"].mean()) if len(small) else float("nan")
-        return res
-    except Exception as e:  # an evaluation problem never stops training
-        log.warning("evaluation at step %d failed: %s: %s", step, type(e).__name__, e)
-        return None
-    finally:
-        raw.train(was_training)
-        wpath.unlink(missing_ok=True)
+
+def sampled_iou(logits, labels) -> torch.Tensor:
+    """Mean IoU over the sampled pixels of each object (the training-time proxy)."""
+    pred, lab = logits.detach() > 0, labels > 0.5
+    inter, union = (pred & lab).sum(1).float(), (pred | lab).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean()
 
 
 def train(args) -> dict:
-    """Run (or resume) training; returns a summary. Restores the caller's torch thread count afterwards."""
+    """Run (or resume) training; returns a summary. The caller's torch thread count and RNG state come back
+    afterwards: seeding and threads are the run's own, never a side effect on the caller."""
     threads = torch.get_num_threads()
     try:
-        return _train(args)
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+            return _train(args)
     finally:
         torch.set_num_threads(threads)
 
@@ -283,6 +276,12 @@ def _train(args) -> dict:
         tmp.write_text(json.dumps(meta, indent=2, default=str))
         os.replace(tmp, out / "config.json")
     logger = Logger(out, rank == 0, resume=resume_path is not None)
+    held = None
+    if rank == 0 and args.eval_every and args.eval_data:
+        try:
+            held = held_out(args.eval_data, args.eval_objects, args.seed)
+        except ValueError as e:  # DatasetError: a configuration error, before any step
+            raise ConfigError(f"--eval-data: {e}") from None
 
     def save(path: Path):
         atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "balancer": balancer.state_dict(),
@@ -312,27 +311,15 @@ def _train(args) -> dict:
         if batch is None:  # every image of the batch failed: nothing to learn from, logged by the dataset
             skipped += 1
             continue
-        loss, logits = forward_loss(ddp, batch, device, amp)
-        if not torch.isfinite(loss):
-            log.warning("step %d: non-finite loss %s, batch skipped", step, loss.item())
+        result = train_step(ddp, opt, scaler, batch, device, amp)
+        if result is None:
             skipped += 1
-            opt.zero_grad(set_to_none=True)
             continue
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if amp:
-            scaler.unscale_(opt)
-        scaler.step(opt) if amp else opt.step()
-        if amp:
-            scaler.update()
+        loss, logits = result
         with torch.no_grad():
             labels = batch["labels"].to(device)
             gi = group_ious(logits.detach(), labels, batch["group_counts"].to(device))
-            pred = logits.detach() > 0
-            lab = labels > 0.5
-            inter = (pred & lab).sum(1).float()
-            union = (pred | lab).sum(1).float()
-            iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean()
+            iou = sampled_iou(logits, labels)
         balancer.update(gi.cpu().numpy())
         step += 1
         nb = batch["labels"].shape[0]
@@ -359,9 +346,9 @@ def _train(args) -> dict:
             save(out / "last.pt")
         if rank == 0 and args.keep_every and step % args.keep_every == 0:
             save(out / f"step{step:08d}.pt")
-        if rank == 0 and args.eval_every and step % args.eval_every == 0:
-            res = evaluate(args, out, step, model)
-            if res:
+        if rank == 0 and held is not None and step % args.eval_every == 0:
+            res = validate(model, held, args.gaussian_convention, getattr(args, "sampler_compat", None), args.seed, device)
+            if res["objects"]:
                 logger.log(step, res, prefix="eval")
                 log.info("eval step %d: %s", step, res)
     bar.close()

@@ -1,4 +1,6 @@
-"""Model registry (timm style): flip.create_model(name)."""
+"""FLIP architectures by name (the paper's four variants and its patch-size ablations): flip.create_model(name).
+
+Which weights go with a name is the suite registry's business (flip/segmenter.py, segcore/registry.py)."""
 from __future__ import annotations
 
 
