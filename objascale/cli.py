@@ -24,7 +24,7 @@ HELP = {
     "objaverse_download": "objaverse source: download N objects per category of the committed 68-category LVIS list "
                           "(objascale/assets/objaverse_categories.txt) through the objaverse package; off = cache only",
     "objaverse_per_category": "with --objaverse-download: objects per category (within the split)",
-    "objaverse_processes": "with --objaverse-download: download processes",
+    "objaverse_processes": "with --objaverse-download: parallel downloads",
     "sweethome3d_dir": "Sweet Home 3D cache (default ~/.cache/objascale/sweethome3d; installed there if missing)",
     "num_categories": "render the N largest categories of the split (0 = all); the mini preset sets 7",
     "categories": "explicit category names (override --num-categories)",

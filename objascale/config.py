@@ -35,7 +35,7 @@ class Config:
     objaverse_dir: str = ""  # objaverse source: the package's cache folder (default ~/.objaverse/hf-objaverse-v1)
     objaverse_download: bool = False  # objaverse source: download the objects through the objaverse package (opt-in)
     objaverse_per_category: int = 10  # with objaverse_download: objects per category of the committed list
-    objaverse_processes: int = 4  # with objaverse_download: download processes (objaverse.load_objects)
+    objaverse_processes: int = 4  # with objaverse_download: parallel downloads (objaverse.load_objects)
     sweethome3d_dir: str = ""  # sweethome3d source: cache (default ~/.cache/objascale/sweethome3d)
     num_categories: int = 0  # 0 = every category; else the N largest categories of the split
     categories: list[str] = field(default_factory=list)  # explicit category names (overrides num_categories)

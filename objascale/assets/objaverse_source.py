@@ -2,8 +2,8 @@
 
 Two ways in:
   - `--objaverse-download` (opt-in): N objects per category of the committed list (objaverse_categories.txt) are
-    chosen from `objaverse.load_lvis_annotations()`, fetched with `objaverse.load_objects(uids, download_processes)`
-    and their licences read with `objaverse.load_annotations(uids)`. Failed downloads and corrupt GLBs are skipped
+    chosen from `objaverse.load_lvis_annotations()`, fetched with `objaverse.load_objects` (`--objaverse-processes`
+    downloads at a time) and their licences read with `objaverse.load_annotations(uids)`. Failed downloads and corrupt GLBs are skipped
     and counted (config.json "objaverse" and the printed summary).
   - without it: whatever LVIS objects the cache already holds (filled elsewhere, copied here). Nothing is downloaded.
 
@@ -169,23 +169,29 @@ def objaverse_catalog(cfg, download: bool) -> tuple[list[ObjectAsset], dict]:
     return sorted(objects, key=lambda a: a.id), report
 
 
-def _fetch(ov, uids: list[str], processes: int) -> tuple[dict[str, str], list[dict]]:
-    """objaverse.load_objects with a process pool; one failure aborts the package's pool, so the objects still
-    missing afterwards are retried one by one and the ones that fail again are skipped and counted."""
-    try:
-        return dict(ov.load_objects(uids, download_processes=processes)), []
-    except Exception as e:
-        log.warning("Objaverse download with %d processes stopped (%s); retrying the missing objects one by one",
-                    processes, str(e).splitlines()[0] if str(e) else type(e).__name__)
-    paths, failed = {}, []
-    for uid in uids:
+def _fetch(ov, uids: list[str], parallel: int) -> tuple[dict[str, str], list[dict]]:
+    """objaverse.load_objects for every uid, `parallel` at a time; a failed download is skipped and counted.
+
+    Not load_objects(uids, download_processes=n): its multiprocessing pool hangs for good when one download raises
+    urllib's HTTPError (a 404 or 5xx), which cannot be unpickled in the parent. Each call here fetches one uid
+    (download_processes=1) in a thread; the package still decides the URL, the cache path and the atomic rename."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(uid: str):
         try:
-            paths.update(ov.load_objects([uid], download_processes=1))
+            got = ov.load_objects([uid], download_processes=1)
         except Exception as e:
-            failed.append({"uid": uid, "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
-        else:
-            if uid not in paths:
-                failed.append({"uid": uid, "reason": "not in object-paths.json.gz"})
+            return uid, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return uid, got.get(uid), None if uid in got else "not in object-paths.json.gz"
+
+    paths, failed = {}, []
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        for uid, path, err in pool.map(one, uids):
+            if err:
+                log.warning("Objaverse object %s not downloaded: %s", uid, err)
+                failed.append({"uid": uid, "reason": err})
+            else:
+                paths[uid] = path
     return paths, failed
 
 
