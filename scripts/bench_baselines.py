@@ -6,6 +6,10 @@ For each model, each repeat on one synthetic image with K objects:
   predict(all K prompts)      → decoder latency per object       (wall time / K)
 Medians over --repeats after --warmup runs; each time is also divided by FLIP-Tiny's.
 FLIP encodes per object (no image-level encoder), so its set_image is only preprocessing.
+Small objects: FLIP-Tiny hierarchical (the authors' weights when ../shared/reference is there, else random) on
+--small-objects objects < 1 % of the image, one predict per object (median); each baseline's cost for such an object
+is its encoder per image + its decoder per box, and `small_object_x_flip_h` = that ÷ FLIP-Tiny-h's time.
+Thread policy as every entry point (flip/runtime.py): OMP_WAIT_POLICY=PASSIVE unless set; --threads is torch's count.
 
     python scripts/bench_baselines.py --weights random --out results/bench_baselines.csv
 """
@@ -23,9 +27,10 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
+from flip.runtime import apply_wait_policy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+apply_wait_policy()  # before torch loads
+import numpy as np  # noqa: E402
 
 import baselines  # noqa: E402
 from segcore.prompt import Prompt  # noqa: E402
@@ -47,6 +52,40 @@ def synthetic_scene(width: int, height: int, objects: int, seed: int):
         img[m] = rng.uniform(0, 255, 3)
         masks.append(m)
     return img.clip(0, 255).astype(np.uint8), [Prompt.from_mask(m) for m in masks]
+
+
+def small_objects(width: int, height: int, objects: int, seed: int):
+    """A textured image and `objects` discs of area 0.05-1 % of the image (explicit seed)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = (rng.random((height, width, 3)) * 60 + 100).astype(np.uint8)
+    prompts = []
+    for _ in range(objects):
+        r = np.sqrt(rng.uniform(0.0005, 0.0099) * width * height / np.pi)
+        cx, cy = rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height
+        m = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        img[m] = rng.integers(0, 255, 3)
+        prompts.append(Prompt.from_mask(m))
+    return img, prompts
+
+
+def flip_h_small(width, height, objects, seed, device, warmup: int):
+    """Median ms per small object, FLIP-Tiny hierarchical, one object per predict call; (ms, weights_id)."""
+    import flip
+    from flip.authors_pipeline import reference_dir
+
+    onnx = reference_dir() / "flip-tiny-fused.onnx"
+    seg = flip.create_segmenter(FLIP, weights=str(onnx) if onnx.is_file() else "random", mode="hierarchical", device=device)
+    image, prompts = small_objects(width, height, objects, seed)
+    seg.set_image(image)
+    for p in prompts[:warmup + 1]:
+        seg.predict([p])
+    ts = []
+    for p in prompts:
+        t0 = time.perf_counter()
+        seg.predict([p])
+        ts.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(ts), seg.weights_id
 
 
 def create(name: str, weights: str, device):
@@ -109,6 +148,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs (median reported)")
     ap.add_argument("--slow-repeats", type=int, default=2, help="timed runs for SAM-L and SAM-H")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic scene")
+    ap.add_argument("--small-objects", type=int, default=60, help="small objects for the FLIP-Tiny-h per-object time")
     ap.add_argument("--out", default="results/bench_baselines.csv", help="CSV written after every model (atomic)")
     args = ap.parse_args(argv)
 
@@ -125,6 +165,11 @@ def main(argv=None) -> int:
             "loadavg_start": os.getloadavg()}
     print(json.dumps(meta), flush=True)
 
+    flip_small_ms, flip_small_weights = flip_h_small(args.width, args.height, args.small_objects, args.seed + 1,
+                                                     args.device, args.warmup)
+    meta.update(flip_tiny_h_small_object_ms=flip_small_ms, flip_tiny_h_small_weights=flip_small_weights)
+    print(f"FLIP-Tiny hierarchical, objects < 1 %: {flip_small_ms:.2f} ms per object (median of {args.small_objects}, "
+          f"weights {flip_small_weights})", flush=True)
     rows = []
     for name in names:
         row = {"model": name}
@@ -145,18 +190,25 @@ def main(argv=None) -> int:
     for r in rows:
         for k in ("decoder_ms_per_object", "single_object_ms"):
             r[f"{k}_vs_flip"] = r[k] / ref[k] if ref and k in r else ""
+        if "error" not in r:
+            r["small_object_ms"] = r["encoder_ms_per_image"] + r["decoder_ms_per_object"]
+            r["flip_tiny_h_small_object_ms"] = flip_small_ms
+            r["small_object_x_flip_h"] = r["small_object_ms"] / flip_small_ms
     write_csv(rows, Path(args.out))
     Path(args.out).with_suffix(".json").write_text(json.dumps({**meta, "loadavg_end": os.getloadavg()}, indent=1))
 
     print(f"\n{args.width}x{args.height} image, {args.objects} objects, {threads} threads, weights={args.weights}")
-    print("| model | params (M) | encoder ms/image | decoder ms/object | single-object ms | single ÷ FLIP-Tiny | decoder ÷ FLIP-Tiny |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"FLIP-Tiny hierarchical per small object (< 1 %): {flip_small_ms:.2f} ms")
+    print("| model | params (M) | encoder ms/image | decoder ms/object | single-object ms | single ÷ FLIP-Tiny | decoder ÷ FLIP-Tiny |"
+          " small object: encoder + decoder ms | ÷ FLIP-Tiny-h small |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['model']} | n/a | n/a ({r['error'][:60]}) | | | | |")
+            print(f"| {r['model']} | n/a | n/a ({r['error'][:60]}) | | | | | | |")
             continue
         print(f"| {r['model']} | {r['params_M']:.2f} | {fmt(r['encoder_ms_per_image'])} | {fmt(r['decoder_ms_per_object'])} | "
-              f"{fmt(r['single_object_ms'])} | {fmt(r['single_object_ms_vs_flip'], '.2f')} | {fmt(r['decoder_ms_per_object_vs_flip'], '.2f')} |")
+              f"{fmt(r['single_object_ms'])} | {fmt(r['single_object_ms_vs_flip'], '.2f')} | {fmt(r['decoder_ms_per_object_vs_flip'], '.2f')} | "
+              f"{fmt(r['small_object_ms'])} | {fmt(r['small_object_x_flip_h'], '.0f')}× |")
     return 0
 
 

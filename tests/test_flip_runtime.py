@@ -66,11 +66,11 @@ def test_chunk_parallel_decoder_matches_one_thread(model):
     P, C = crop_patches(img, mu, 20.0, allocation(20.0), rng)
     pos = position(mu, 20.0, 20.0, 0.0, 1.0, img.shape[1], img.shape[0])
     batch = TokenBatch.from_objects([P], [C], pos[None], SIZES)
-    coords = torch.from_numpy(rng.uniform(-1, 1, (9000, 2)).astype(np.float32))
+    coords = torch.from_numpy(rng.uniform(-1, 1, (20000, 2)).astype(np.float32))
     with torch.inference_mode():
         cache = model.encode(batch)
-        one = model.decode(cache, coords, [9000], chunk=2048, workers=1)
-        two = model.decode(cache, coords, [9000], chunk=2048, workers=2)
+        one = model.decode(cache, coords, [20000], chunk=2048, workers=1)
+        two = model.decode(cache, coords, [20000], chunk=2048, workers=2)
     torch.testing.assert_close(two, one, atol=1e-4, rtol=1e-5)
 
 

@@ -60,6 +60,9 @@ def _query_chunks(q_lens: np.ndarray, kv_lens: np.ndarray, chunk: int):
 
 
 MIN_PARALLEL_CHUNK = 1024  # queries: smaller chunks cost more in per-op overhead than a second thread saves
+# below this many queries one thread does it all: on a loaded machine the wait for a descheduled helper's last chunk
+# cost more than the split saved (objects of ~0.1-1 % of a 0.2 MP image, 2 threads 6-29 % slower at load 5-6)
+MIN_PARALLEL_QUERIES = 16384
 DNNL_MIN_SCORES = 1 << 18  # below this many query×key scores per chunk torch's fused SDPA wins (call overhead)
 
 
@@ -150,7 +153,8 @@ class PixelDecoder(nn.Module):
         att = self.attention
         use_dnnl = (numerics.fast_path() and coords.is_cpu and mode in ("auto", "loop") and cache.k.shape[1] % att.heads == 0
                     and cache.k.dtype == torch.float32 and numerics._dnnl_available())  # (a probe reorder cost 1 ms a call)
-        workers = max(1, int(workers)) if (coords.is_cpu and numerics.fast_path()) else 1  # ort_order is per thread
+        parallel = coords.is_cpu and numerics.fast_path() and total >= MIN_PARALLEL_QUERIES  # (ort_order is per thread)
+        workers = max(1, int(workers)) if parallel else 1
         if workers > 1:  # about 4 chunks per worker, so that a descheduled worker costs at most one small chunk
             chunk = max(MIN_PARALLEL_CHUNK, min(chunk, -(-total // (4 * workers))))
 
