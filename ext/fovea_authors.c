@@ -491,3 +491,41 @@ int fa_run(const fv_image *im, const fa_gauss *g, fa_rng *r, const int *sizes, i
     grid_free(&grid);
     return rc;
 }
+
+/* ------------------------------------------------------------------ rho → rot as their build computes it */
+/* Their compute_position_rot_from_rho (spec §0) is compiled with -O3 -march=native -ffast-math, and on x86-64 GCC
+ * then (measured by disassembly, checked bit for bit on 200 000 random rhos against their build): contracts
+ * (σx²−σy²)² + 4σxy² into one FMA (when the CPU has FMA), halves after the subtraction, and normalises (a, b) by
+ * multiplying with an approximate reciprocal of the norm: RCPSS refined by one Newton step, x1 = 2x0 − (d·x0)·x0.
+ * RCPSS is the CPU's own approximation, so the result (theirs and this) is specific to the CPU family. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+static float recip_nr(float d) {
+    float x0 = _mm_cvtss_f32(_mm_rcp_ss(_mm_set_ss(d)));
+    float dx = d * x0;
+    return (x0 + x0) - dx * x0;
+}
+static int has_fma(void) {
+    static int known = -1;
+    if (known < 0) known = __builtin_cpu_supports("fma") ? 1 : 0;
+    return known;
+}
+#else
+static float recip_nr(float d) { return 1.0f / d; }
+static int has_fma(void) { return 1; }
+#endif
+
+void fa_rot_from_rho(const float rho[5], float out[6]) {
+    float vx = rho[2], vy = rho[3], vxy = rho[4];
+    float d = vx - vy, s = vx + vy, q = (vxy * vxy) * 4.0f;
+    float t = sqrtf(fmaxf(has_fma() ? fmaf(d, d, q) : d * d + q, 1e-16f));
+    float a = (vxy + vxy) / fmaxf(d + t, 1e-16f);
+    float n = sqrtf(fmaxf(has_fma() ? fmaf(a, a, 1.0f) : a * a + 1.0f, 1e-16f));
+    float inv = recip_nr(n);
+    out[0] = rho[0];
+    out[1] = rho[1];
+    out[2] = sqrtf(fmaxf((s - t) * 0.5f, 1e-16f));
+    out[3] = sqrtf(fmaxf((s + t) * 0.5f, 1e-16f));
+    out[4] = a * inv;
+    out[5] = inv;
+}

@@ -11,6 +11,7 @@ tokens gives an empty mask; a NaN / non-PSD Gaussian or one the sampler rejects 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from typing import Sequence
 
@@ -60,9 +61,13 @@ def hierarchical_sizes(bw: int, bh: int, num_mask_tokens: int = 2048, scale: flo
     return sizes
 
 
-def object_seed(seed: int, index: int) -> int:
-    """Per-object sampler seed derived from (run seed, object index)."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+def object_seed(seed: int, identity: str) -> int:
+    """Per-object sampler seed (< 2**32, as compat="authors" needs) from (run seed, object identity): the identity is
+    Prompt.identity(), "image/object" when the prompt carries them, else the prompt's own numbers, never its batch
+    position, so an object gets the same patches alone, in any batch and in a resumed run."""
+    digest = hashlib.sha256(str(identity).encode("utf-8")).digest()
+    words = np.frombuffer(digest, dtype="<u4").tolist()
+    return int(np.random.SeedSequence([int(seed), *words]).generate_state(1)[0])
 
 
 class FlipPredictor:
@@ -108,21 +113,35 @@ class FlipPredictor:
         if (prompt.width, prompt.height) != (w, h):
             raise PromptError(f"object {i}: prompt is for a {prompt.width}×{prompt.height} image, the image is {w}×{h}")
         validate_rho(prompt.rho, name=f"object {i}")
-        pos = model_position(prompt.rho, w, h, self.convention)
-        g = sampler_gaussian(prompt.rho, w, h, self.convention)
+        if self.sampler_compat == "authors" and self.convention == PER_AXIS:
+            pos, g = self._authors_gaussians(prompt.rho, w, h)
+        else:
+            pos = model_position(prompt.rho, w, h, self.convention)
+            g = sampler_gaussian(prompt.rho, w, h, self.convention)
         if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(g))):
             raise PromptError(f"object {i}: Gaussian gives non-finite model position {pos.tolist()}")
         g[2:4] = np.maximum(g[2:4], SIGMA_MIN_PX)
         pos[2:4] = np.maximum(pos[2:4], SIGMA_MIN_PX / 128.0)
         return pos, g
 
-    def _sample(self, g: np.ndarray, i: int):
+    @staticmethod
+    def _authors_gaussians(rho, w: int, h: int):
+        """The authors' pipeline in float32: their rot of rho (as their build computes it), their pixel Gaussian, the
+        model position = rot·(W, H, W, H)/256 (exact in float64, so equal to their float32 product after the cast)."""
         from . import sampler
 
+        rot = sampler.authors_rot_from_rho(rho)
+        pos = np.array([rot[0] * w / 256, rot[1] * h / 256, rot[2] * w / 256, rot[3] * h / 256, rot[4], rot[5]], np.float64)
+        return pos, sampler.authors_gaussian_px(rot, w, h)
+
+    def _sample(self, g: np.ndarray, i: int, prompt: Prompt | None = None):
+        from . import sampler
+
+        identity = prompt.identity() if prompt is not None else f"#{i}"
         try:
             return sampler.sample_patches(self.image, g, num_tokens=self.num_tokens, patch_sizes=self.model.patch_sizes,
-                                          tau=self.tau, coverage=self.coverage, seed=object_seed(self.seed, i),
-                                          backend=self.sampler_backend)
+                                          tau=self.tau, coverage=self.coverage, seed=object_seed(self.seed, identity),
+                                          backend=self.sampler_backend, compat=self.sampler_compat)
         except ValueError as err:  # SamplerError is a ValueError
             raise PromptError(f"object {i}: patch sampler rejected the Gaussian {np.round(g, 3).tolist()}: {err}") from err
 
@@ -146,7 +165,7 @@ class FlipPredictor:
                 box = box_5sigma(g, w, h)
                 if box is None:
                     continue
-                ps = self._sample(g, i)
+                ps = self._sample(g, i, prompts[i])
                 n = int(sum(ps.counts))
                 self.last_tokens[i] = n
                 if n == 0:

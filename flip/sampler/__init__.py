@@ -204,6 +204,17 @@ def authors_gaussian_px(rot6_norm: Sequence[float], width: int, height: int) -> 
     return _authors.gaussian_px_from_rot(rot6_norm, int(width), int(height))
 
 
+def authors_rot_from_rho(rho) -> np.ndarray:
+    """float32 (6,) or (n, 6) norm-frame rot from rho (5,) / (n, 5), as the authors' pipeline computes it: their
+    compute_position_rot_from_rho built -ffast-math (FMA contraction, RCPSS + one Newton step for 1/norm). The
+    approximate reciprocal is the CPU's own, so this equals their build on the same CPU (x86-64; elsewhere the
+    exact quotient). With authors_gaussian_px it gives the g their sampler sees. C backend only."""
+    _backend("c")
+    r = np.asarray(rho, dtype=np.float32)
+    out = _fovea.authors_rot_from_rho(np.ascontiguousarray(r.reshape(-1, 5)))
+    return out[0] if r.ndim == 1 else out
+
+
 def place_patches(image, patch_sizes, counts, candidates, tau: float, backend: str = "c"):
     """Placement and extraction from given candidate centres (pixels, one (m, 2) array per size) with the
     compat="exact" rule: the deterministic half of sample_patches, exposed so both backends can be compared on one
