@@ -20,7 +20,7 @@ import numpy as np
 from segcore.metrics import MEDIUM_MAX, SMALL_MAX
 from .models import iou_is_meaningful
 
-SMALL_OBJECT_RATIO = 0.01  # Table 3: relative mask area < 1 % (strict, spec §7.4)
+SMALL_OBJECT_RATIO = 0.01  # Table 3: relative mask area < 1 % (strict, docs/flip.md §7.4)
 NA_RANDOM = "n/a (random weights)"
 NA_NONE = "n/a (no model)"
 EMPTY = "–"

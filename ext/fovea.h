@@ -1,4 +1,4 @@
-/* Fovea sampler core (spec §3, §6.2, §6.4): plain C, no Python, no global state.
+/* Fovea sampler core (docs/flip.md §3, §6.2, §6.4): plain C, no Python, no global state.
  * Every function that draws random numbers takes an fv_rng owned by the caller, so the same seed gives the
  * same output in every thread. Errors are returned as a non-zero code with a one-line message in `err`. */
 #ifndef FLIP_FOVEA_H
@@ -38,7 +38,7 @@ typedef struct {
  * Checks finiteness, positive stds, non-zero direction, and that the mean is not far outside the W×H image. */
 int fv_sampling_gaussian(const double g6[6], int W, int H, fv_gauss *out, char *err);
 
-/* Spec §3.2. s1w, s2w: widened stds. Sizes that cannot fit a W×H image (p ≥ min(W, H) − 1) get 0 and take no
+/* docs/flip.md §3.2. s1w, s2w: widened stds. Sizes that cannot fit a W×H image (p ≥ min(W, H) − 1) get 0 and take no
  * budget (W = H = 0 disables that rule). counts[i] follows sizes[i] (any order; allocation runs coarse to fine). */
 int fv_allocate(double s1w, double s2w, int num_tokens, const int *sizes, int k, double coverage, int W, int H,
                 int *counts, char *err);
@@ -51,7 +51,7 @@ typedef struct {
     int W, H;
 } fv_image;
 
-/* Spec §3.3 + §3.5 (intended semantics). Levels are placed from the smallest patch size to the largest; level i
+/* docs/flip.md §3.3 + §3.5 (intended semantics). Levels are placed from the smallest patch size to the largest; level i
  * consumes at most 10·counts[i] candidates. Outputs per level i (capacity counts[i]): patches (n, p, p, 3) uint8,
  * coords (n, 2) float32 model units, centres (n, 2) float64 pixels (may be NULL). got[i] = accepted count.
  * region (x0, y0, x1, y1) or NULL: where most boxes will land, only sizes the overlap grid (results never depend on it). */
@@ -82,7 +82,7 @@ int fa_run(const fv_image *im, const fa_gauss *g, fa_rng *r, const int *sizes, i
 
 /* Whole pipeline for one object: validation, widening, allocation, Gaussian candidates, placement.
  * tau < 0 or coverage < 0: drawn from the RNG as in training (τ ~ U[0,4), c ~ U[0.1, 2)).
- * compat: FV_COMPAT_EXACT (spec §3.5 rule, xoshiro stream) or FV_COMPAT_AUTHORS (the authors' sampler; seed < 2³²).
+ * compat: FV_COMPAT_EXACT (docs/flip.md §3.5 rule, xoshiro stream) or FV_COMPAT_AUTHORS (the authors' sampler; seed < 2³²).
  * The caller allocates outputs with capacity counts[i] from fv_prepare. */
 #define FV_COMPAT_EXACT 0
 #define FV_COMPAT_AUTHORS 1
@@ -101,13 +101,13 @@ int fv_prepare(const fv_image *im, const double g6[6], int num_tokens, const int
 int fv_run(const fv_image *im, fv_plan *plan, const int *sizes, int k, uint8_t **patches, float **coords, int *got,
            char *err);
 
-/* Spec §3.4: Beta(2, 2(1/m − 1)) on [min, max], m = (mean − min)/(max − min). */
+/* docs/flip.md §3.4: Beta(2, 2(1/m − 1)) on [min, max], m = (mean − min)/(max − min). */
 int fv_num_tokens(fv_rng *r, int min_tokens, int max_tokens, double mean_tokens, int *out, char *err);
 
-/* Spec §6.2: rot6 in the norm frame → augmented rot6. */
+/* docs/flip.md §6.2: rot6 in the norm frame → augmented rot6. */
 int fv_augment(fv_rng *r, const double in[6], double out[6], char *err);
 
-/* Spec §6.4. mask H×W uint8 (non-zero = inside). g6 in pixels (no widening, a unflipped: only μ, s1, s2 used).
+/* docs/flip.md §6.4. mask H×W uint8 (non-zero = inside). g6 in pixels (no widening, a unflipped: only μ, s1, s2 used).
  * labels (M,) 0/1 and coords (M, 2) model units, M = Σ n[g]; order [g0 inside, g0 outside, g1 inside, …]. */
 int fv_mask_sample(const uint8_t *mask, int W, int H, const double g6[6], const int n[FV_NUM_GROUPS], fv_rng *r,
                    uint8_t *labels, float *coords, char *err);

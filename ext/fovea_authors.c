@@ -493,7 +493,7 @@ int fa_run(const fv_image *im, const fa_gauss *g, fa_rng *r, const int *sizes, i
 }
 
 /* ------------------------------------------------------------------ rho → rot as their build computes it */
-/* Their compute_position_rot_from_rho (spec §0) is compiled with -O3 -march=native -ffast-math, and on x86-64 GCC
+/* Their compute_position_rot_from_rho (docs/flip.md §0) is compiled with -O3 -march=native -ffast-math, and on x86-64 GCC
  * then (measured by disassembly, checked bit for bit on 200 000 random rhos against their build): contracts
  * (σx²−σy²)² + 4σxy² into one FMA (when the CPU has FMA), halves after the subtraction, and normalises (a, b) by
  * multiplying with an approximate reciprocal of the norm: RCPSS refined by one Newton step, x1 = 2x0 − (d·x0)·x0.

@@ -105,7 +105,7 @@ int fv_sampling_gaussian(const double g6[6], int W, int H, fv_gauss *out, char *
     if (!(g6[2] > 0.0) || !(g6[3] > 0.0))
         return fv_fail(err, "Gaussian stds must be > 0, got s1=%g s2=%g", g6[2], g6[3]);
     if (g6[2] > 1e9 || g6[3] > 1e9) return fv_fail(err, "Gaussian stds too large (> 1e9 px): s1=%g s2=%g", g6[2], g6[3]);
-    double a = -g6[4], b = g6[5]; /* spec §0: the sampler flips a */
+    double a = -g6[4], b = g6[5]; /* docs/flip.md §0: the sampler flips a */
     double n = sqrt(a * a + b * b);
     if (!(n > 1e-16)) return fv_fail(err, "Gaussian direction (a, b) is zero");
     out->mx = g6[0];

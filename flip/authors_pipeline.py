@@ -8,7 +8,7 @@ Nothing from the reference folder enters the repository: the sampler sources (`a
 on demand with `cc` into a cache folder outside the repo (FLIP_AUTHORS_BUILD_DIR, default <tmp>/flip-authors-sampler-<hash
 of sources and flags>), with the authors' own build flags, and loaded as the CPython extension `flip_position`;
 `flip-tiny-fused.onnx` runs in onnxruntime with graph optimisation off (the only setting that runs it with empty patch
-sizes, see the reference README). The steps follow docs/flip.md §7 (spec §7): position from rho with their C
+sizes, see the reference README). The steps follow docs/flip.md §7: position from rho with their C
 (`compute_position_rot_from_rho`), patches, ONNX position in model units, 5σ box or hierarchical grid, logit > 0.
 
 Hierarchical: the reference file is one fused graph (encoder + predictor), so every refinement level runs the encoder
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 SOURCES = ("py_position.c", "position.c", "gaussian.c", "bbox.c", "ziggurat_inline.c")
-# the authors' ext/setup.py flags (spec §3.7)
+# the authors' ext/setup.py flags (docs/flip.md §3.7)
 CFLAGS = ("-O3", "-march=native", "-flto", "-ffast-math", "-funroll-loops", "-fPIC", "-shared", "-fopenmp")
 PATCH_SIZES = (1, 2, 4, 8, 16)
 MASK = 0xFFFFFFFF
@@ -197,7 +197,7 @@ class AuthorsPipeline:
         return mask
 
     def _hierarchical(self, feeds, box, w, h):
-        """Spec §7.3 with the fused graph (one encoder run per level). Returns (probabilities (bh, bw), model seconds)."""
+        """docs/flip.md §7.3 with the fused graph (one encoder run per level). Returns (probabilities (bh, bw), model seconds)."""
         import torch
         import torch.nn.functional as F
 

@@ -17,7 +17,7 @@ CONVENTIONS = (PER_AXIS, PIXEL)
 
 
 def rot_from_rho(rho: np.ndarray) -> np.ndarray:
-    """rho (..., 5) → rot (..., 6), exactly the authors' formula with its clips (spec §0)."""
+    """rho (..., 5) → rot (..., 6), exactly the authors' formula with its clips (docs/flip.md §0)."""
     rho = np.asarray(rho, dtype=np.float64)
     mx, my, vx, vy, vxy = np.moveaxis(rho, -1, 0)
     t = np.sqrt(np.maximum((vx - vy) ** 2 + 4 * vxy * vxy, EPS))
@@ -33,7 +33,7 @@ def model_position(rho: np.ndarray, width: int, height: int, convention: str = P
     """The 6-float position the network takes, in model units.
 
     per-axis: the authors' conversion (rot in the norm frame, s1·W/256, s2·H/256); exact only for square
-    images, but it is what the released weights were trained with (spec §0).
+    images, but it is what the released weights were trained with (docs/flip.md §0).
     pixel:    rot of the true pixel covariance, converted to model units (1 unit = 128 px).
     """
     if convention == PER_AXIS:

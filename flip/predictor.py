@@ -1,6 +1,6 @@
 """Stateful FLIP inference (segment-anything style): set_image once, then predict any number of prompts.
 
-Modes (spec §7):
+Modes (docs/flip.md §7):
   "5sigma"        query every integer pixel of the box μ ± 5·σ_iso (σ_iso = max principal std, pixels).
   "hierarchical"  coarse ≈45×45 grid over the same box (exclusive bounds), then ×s upsampling where only the
                   uncertain pixels (τ_u < p < 1 − τ_u) are re-queried, ending at full resolution.
@@ -32,7 +32,7 @@ SIGMA_MIN_PX = 0.64  # 0.005 model units
 
 
 def box_5sigma(g: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
-    """Inclusive pixel box (x_min, y_min, x_max, y_max) of μ ± 5σ_iso (spec §7.2); None when empty."""
+    """Inclusive pixel box (x_min, y_min, x_max, y_max) of μ ± 5σ_iso (docs/flip.md §7.2); None when empty."""
     s = 5.0 * max(float(g[2]), float(g[3]))
     x0, x1 = max(0, int(g[0] - s)), min(width - 1, int(g[0] + s))
     y0, y1 = max(0, int(g[1] - s)), min(height - 1, int(g[1] + s))
@@ -42,7 +42,7 @@ def box_5sigma(g: np.ndarray, width: int, height: int) -> tuple[int, int, int, i
 
 
 def hierarchical_sizes(bw: int, bh: int, num_mask_tokens: int = 2048, scale: float = 3.0) -> list[tuple[int, int]]:
-    """The (h, w) grid schedule of spec §7.3 for a bw × bh box; e.g. 1000×1000 → [(45,45),(212,212),(1000,1000)]."""
+    """The (h, w) grid schedule of docs/flip.md §7.3 for a bw × bh box; e.g. 1000×1000 → [(45,45),(212,212),(1000,1000)]."""
     iw = ih = int(math.sqrt(num_mask_tokens))
     if bw > bh:
         iw = int(iw * bw / bh)

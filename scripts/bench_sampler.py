@@ -1,7 +1,7 @@
 """Fovea sampler speed: ms per object, compat="exact" vs compat="authors" vs the authors' own C sampler.
 
 Isotropic objects of σ = 1, 3, 10, 30, 100 px at the centre of a 1024×1024 noise image, N = 512, τ = 2.67,
-c = 1.44, patch sizes (1, 2, 4, 8, 16) (the evaluation setting, spec §7.1). The three samplers see the same float32
+c = 1.44, patch sizes (1, 2, 4, 8, 16) (the evaluation setting, docs/flip.md §7.1). The three samplers see the same float32
 Gaussian (flip.sampler.authors_gaussian_px) and run interleaved (the order rotates every repeat), so machine load
 hits them alike. Reported: the median over repeats of wall ms per object, single calls at 1 thread, and the same
 objects split over 2 threads (ours release the GIL; theirs holds it). Also the process CPU ms per object of the

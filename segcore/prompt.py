@@ -31,7 +31,7 @@ def _check_mask(mask: np.ndarray) -> np.ndarray:
 
 
 def rho_from_mask(mask: np.ndarray) -> np.ndarray:
-    """Biased moments of a binary mask in the norm frame (spec §0). Raises PromptError on an empty mask."""
+    """Biased moments of a binary mask in the norm frame (docs/flip.md §0). Raises PromptError on an empty mask."""
     m = _check_mask(mask)
     h, w = m.shape
     s = float(m.sum())

@@ -23,7 +23,7 @@ def synthetic_image(h=256, w=320):
 
 
 def allocation(sigma_px, n=512, c=1.44, sizes=SIZES):
-    """Spec §3.2 counts for an isotropic σ (before the √2 widening)."""
+    """docs/flip.md §3.2 counts for an isotropic σ (before the √2 widening)."""
     s = sigma_px * np.sqrt(2)
     area = 2 * np.pi * s * s
     out, left = [0] * len(sizes), n

@@ -1,4 +1,4 @@
-"""FlipPredictor / Segmenter adapter: modes, batching, degenerate inputs, hierarchical schedule (spec §7)."""
+"""FlipPredictor / Segmenter adapter: modes, batching, degenerate inputs, hierarchical schedule (docs/flip.md §7)."""
 import numpy as np
 import pytest
 import torch

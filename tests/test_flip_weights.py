@@ -161,7 +161,7 @@ def test_onnx_import_uses_every_initializer():
     # anonymous ones landed where the graph uses them
     assert sd["sparsify.patch_embeddings.3.layers.1.weight"].shape == (16, 12)
     assert sd["mask_extractor.postprocess.weight2"].shape == (64, 256)
-    # the authors' α values (spec §4.4/§5) are where we expect them
+    # the authors' α values (docs/flip.md §4.4/§5) are where we expect them
     assert abs(float(sd["mask_extractor.preprocess.alpha"][0]) - 27.45) < 0.01
 
 

@@ -1,4 +1,4 @@
-"""Prompt conversions (spec §0): mask → rho → rot → model units, boxes, and the error cases."""
+"""Prompt conversions (docs/flip.md §0): mask → rho → rot → model units, boxes, and the error cases."""
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
@@ -27,7 +27,7 @@ def test_rho_matches_meshgrid_definition():
 
 
 def test_rot_axes_follow_the_authors_mirrored_convention():
-    # 30° ellipse: minor axis eigenvector must be (−a, b) and the stds the sqrt eigenvalues (spec §0, §3.9)
+    # 30° ellipse: minor axis eigenvector must be (−a, b) and the stds the sqrt eigenvalues (docs/flip.md §0, §3.9)
     m = ellipse(201, 201, 100, 100, 60, 20, 30)
     rho = rho_from_mask(m)
     mx, my, s1, s2, a, b = rot_from_rho(rho)
@@ -59,7 +59,7 @@ def test_pixel_convention_recovers_pixel_covariance_on_non_square_image():
     u1, u2 = np.array([-a, b]), np.array([-b, -a])
     cov = s1**2 * np.outer(u1, u1) + s2**2 * np.outer(u2, u2)
     np.testing.assert_allclose(cov, p.cov_px, rtol=1e-6, atol=1e-6)
-    # the per-axis convention distorts the same covariance on a non-square image (spec §0 quirk)
+    # the per-axis convention distorts the same covariance on a non-square image (docs/flip.md §0 quirk)
     g_pa = sampler_gaussian(p.rho, 300, 120, PER_AXIS)
     assert not np.allclose(g_pa[2:4], g[2:4], rtol=0.05)
 

@@ -121,7 +121,7 @@ def test_counts_match_with_many_fresh_seeds(images):
 
 @needs_ref
 def test_exact_mode_keeps_more_coarse_patches(images):
-    """The issue's table: σ = 5 px, τ = 2.67 — the spatial hash keeps far fewer 4/8/16 patches than §3.5."""
+    """The issue's table: σ = 5 px, τ = 2.67 — the spatial hash keeps far fewer 4/8/16 patches than docs/flip.md §3.5."""
     case = next(c for c in CASES if c["H"] == 512 and c["sigma_px"] == 5 and c["aspect"] == 1 and c["tau"] == 2.67)
     img, g = images[(512, 512)], _g(case)
     ex = np.mean([S.sample_patches(img, g, 512, SIZES, 2.67, 1.44, seed=s, compat="exact").counts for s in range(30)], 0)

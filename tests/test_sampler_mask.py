@@ -1,4 +1,4 @@
-"""Mask-pixel sampler (spec §6.4): distance map, nested groups, inside/outside split, fallback, order, parity."""
+"""Mask-pixel sampler (docs/flip.md §6.4): distance map, nested groups, inside/outside split, fallback, order, parity."""
 import numpy as np
 import pytest
 

@@ -16,7 +16,7 @@ def rand_image(h, w, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-# ---------------------------------------------------------------- allocation (§3.2)
+# ---------------------------------------------------------------- allocation (docs/flip.md §3.2)
 @pytest.mark.parametrize(
     "sigma, expected",
     [(1, (18, 4, 1, 0, 0)), (3, (162, 40, 10, 2, 0)), (10, (0, 364, 113, 28, 7)), (30, (0, 0, 195, 254, 63)), (100, (0, 0, 0, 0, 512))],

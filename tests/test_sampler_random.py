@@ -28,7 +28,7 @@ def test_gaussian_candidates_c_vs_numpy_and_theory():
     n = R.draw_gaussian(R.sampling_gaussian(g6), 40000, np.random.default_rng(11))
     for k in range(2):
         assert_same_distribution(c[:, k], n[:, k])
-    # covariance = 2·(s1² u1u1ᵀ + s2² u2u2ᵀ), u1 = (−a, b), u2 = (−b, −a) (spec §3.9)
+    # covariance = 2·(s1² u1u1ᵀ + s2² u2u2ᵀ), u1 = (−a, b), u2 = (−b, −a) (docs/flip.md §3.9)
     a, b = g6[4], g6[5]
     u1, u2 = np.array([-a, b]), np.array([-b, -a])
     cov = 2 * (g6[2] ** 2 * np.outer(u1, u1) + g6[3] ** 2 * np.outer(u2, u2))
@@ -85,7 +85,7 @@ def test_augmentation_statistics_and_parity():
     # shift has std 0.1σ along each axis: total shift variance 0.01(s1² + s2²)
     shift = c[:, :2] - rot[:2]
     assert abs(shift.var(0).sum() / (0.01 * (rot[2] ** 2 + rot[3] ** 2)) - 1) < 0.1
-    # isotropic object: σ inflated by ≈ 2.2 % on average (spec §6.2)
+    # isotropic object: σ inflated by ≈ 2.2 % on average (docs/flip.md §6.2)
     iso = np.array([S.augment_position([0, 0, 0.1, 0.1, 0, 1], s) for s in range(3000)])
     assert abs(iso[:, 2].mean() / 0.1 - 1.022) < 0.01
 

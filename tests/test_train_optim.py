@@ -1,4 +1,4 @@
-"""Ranger (RAdam + Lookahead) semantics of spec §6.6 and the boundary-group balancer of §6.5."""
+"""Ranger (RAdam + Lookahead) semantics of docs/flip.md §6.6 and the boundary-group balancer of §6.5."""
 import math
 
 import numpy as np

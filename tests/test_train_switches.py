@@ -47,7 +47,7 @@ def test_fine_tune_from_authors_weights():
     model, source = build_model(args, torch.device("cpu"))
     assert source.startswith("authors:")
     alphas = [float(layer.alpha.detach()) for layer in model.layers]
-    assert alphas != pytest.approx([0.1, 0.1, 0.1])  # trained values (spec §4.4: 0.95/1.61/3.61), not the init
+    assert alphas != pytest.approx([0.1, 0.1, 0.1])  # trained values (docs/flip.md §4.4: 0.95/1.61/3.61), not the init
     with pytest.raises(Exception, match="not a file"):
         build_model(parse_args(["--data", "x", "--init-weights", "no-such-weights"]), torch.device("cpu"))
     model, source = build_model(parse_args(["--data", "x", "--init-weights", "flip-tiny.authors"]), torch.device("cpu"))

@@ -1,4 +1,4 @@
-"""Attention over packed variable-length sequences, and the encoder's self-attention (spec §4.4).
+"""Attention over packed variable-length sequences, and the encoder's self-attention (docs/flip.md §4.4).
 
 Objects are packed along one token axis (no padding). Attention must stay inside each object: either one SDPA
 call per segment ("loop", the fastest on CPU: no masked-out work) or one call with a boolean block-diagonal mask

@@ -1,4 +1,4 @@
-"""One encoder layer (spec §4.4): x ← x + α_attn·Attn(x, e); x ← x + α_layer·FFB(x)."""
+"""One encoder layer (docs/flip.md §4.4): x ← x + α_attn·Attn(x, e); x ← x + α_layer·FFB(x)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""FLIP variant configuration (spec §1)."""
+"""FLIP variant configuration (docs/flip.md §1)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace

@@ -1,4 +1,4 @@
-"""Pixel predictor (spec §5): K/V computed once per object from the encoder output (the KV cache),
+"""Pixel predictor (docs/flip.md §5): K/V computed once per object from the encoder output (the KV cache),
 then any number of coordinate-only queries attend to them."""
 from __future__ import annotations
 

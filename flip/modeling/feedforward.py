@@ -1,4 +1,4 @@
-"""FeedForwardBlock (spec §4.4): α · (W2·SiLU(W1·LN(x) + b1) + b2); raw weight1/weight2 as in the authors' keys."""
+"""FeedForwardBlock (docs/flip.md §4.4): α · (W2·SiLU(W1·LN(x) + b1) + b2); raw weight1/weight2 as in the authors' keys."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Packed token batches: many objects in one forward pass, no padding (spec §4.2)."""
+"""Packed token batches: many objects in one forward pass, no padding (docs/flip.md §4.2)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""Patch embeddings, one MLP per patch size (spec §4.1).
+"""Patch embeddings, one MLP per patch size (docs/flip.md §4.1).
 
 Module indices mirror the authors' nn.Sequential layout so state-dict keys are identical
 (`sparsify.patch_embeddings.{i}.layers.{j}.*`): index 0 (and the other reshape slots) are parameter-free.

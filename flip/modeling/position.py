@@ -1,4 +1,4 @@
-"""Gaussian-relative positional embedding (spec §4.3) and the small position MLPs (2→32→32→C)."""
+"""Gaussian-relative positional embedding (docs/flip.md §4.3) and the small position MLPs (2→32→32→C)."""
 from __future__ import annotations
 
 import torch
@@ -14,7 +14,7 @@ CLIP = 5.0
 def relative_embedding(position: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """Whitened coordinates of `coords` (n, 2) relative to the Gaussian `position` (n, 6) or (1, 6), clipped at ±5.
 
-    position = (μx, μy, s1, s2, a, b) in model units; (a, b) is used unflipped (spec §0), as the weights expect.
+    position = (μx, μy, s1, s2, a, b) in model units; (a, b) is used unflipped (docs/flip.md §0), as the weights expect.
     """
     mx, my, s1, s2, a, b = position.unbind(-1)
     scale = torch.sqrt(a * a + b * b).clamp_min(1e-6)

@@ -1,4 +1,4 @@
-"""Foveal tokenizer (spec §4.2): patch tokens of every size + R learned register tokens, with their embeddings."""
+"""Foveal tokenizer (docs/flip.md §4.2): patch tokens of every size + R learned register tokens, with their embeddings."""
 from __future__ import annotations
 
 import numpy as np

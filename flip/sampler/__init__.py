@@ -1,4 +1,4 @@
-"""Fovea sampler, public API (docs/sampler.md; spec §3, §6.2, §6.4).
+"""Fovea sampler, public API (docs/sampler.md; docs/flip.md §3, §6.2, §6.4).
 
 Every function takes an explicit `seed` and `backend="c"` (the `flip._fovea` extension, default) or
 `backend="numpy"` (the NumPy twins in this package). Same seed ⇒ same output, in every run and every thread; there
@@ -6,7 +6,7 @@ is no hidden RNG state. Gaussians are `g = (μx, μy, s1, s2, a, b)` in pixels, 
 √2 widening (`flip.gaussian.sampler_gaussian`); the sampler widens and flips.
 
 Patch sampling has two rules (`compat`, docs/sampler.md):
-  "exact"   the overlap rule of spec §3.5 as intended (summed intersection area ≤ τ·p²), xoshiro256++ stream;
+  "exact"   the overlap rule of docs/flip.md §3.5 as intended (summed intersection area ≤ τ·p²), xoshiro256++ stream;
   "authors" the authors' sampler bit for bit (KISS + ziggurat seeded as their initialize_ziggurat(seed), their
             allocation and placement order, their spatial hash with its quirks): what their weights were trained
             and evaluated with. Seeds must be < 2**32.
@@ -34,7 +34,7 @@ except ImportError as exc:  # the NumPy backend still works; the C one says how 
     _IMPORT_ERROR = exc
 
 PATCH_SIZES = (1, 2, 4, 8, 16)
-DEFAULT_GROUP_COUNTS = (2048 // 7 + 2048 % 7,) + (2048 // 7,) * 6  # (296, 292, …): spec §6.4
+DEFAULT_GROUP_COUNTS = (2048 // 7 + 2048 % 7,) + (2048 // 7,) * 6  # (296, 292, …): docs/flip.md §6.4
 FAR_SIGMAS = _ref.FAR_SIGMAS
 BACKENDS = ("c", "numpy")
 COMPAT_MODES = ("exact", "authors")
@@ -43,7 +43,7 @@ DEFAULT_COMPAT = "exact"
 
 @dataclass
 class PatchSet:
-    """Patches of one object, one entry per patch size in input order (spec §3.1)."""
+    """Patches of one object, one entry per patch size in input order (docs/flip.md §3.1)."""
 
     sizes: tuple[int, ...]
     patches: list[np.ndarray]  # uint8 (n_i, p, p, 3), HWC
@@ -115,7 +115,7 @@ def sample_patches(
     backend: str = "c",
     compat: str = DEFAULT_COMPAT,
 ) -> PatchSet:
-    """Fovea-like patches around one Gaussian (spec §3.1–3.5).
+    """Fovea-like patches around one Gaussian (docs/flip.md §3.1–3.5).
 
     image: uint8 (H, W, 3) RGB, C-contiguous, at least 3×3. Raises SamplerError on bad input, including a mean more
     than FAR_SIGMAS (5) widened stds outside the image (both modes).
@@ -240,7 +240,7 @@ def allocate_counts(
     widen: bool = True,
     backend: str = "c",
 ) -> tuple[int, ...]:
-    """Patch counts per size (spec §3.2), in input order.
+    """Patch counts per size (docs/flip.md §3.2), in input order.
 
     s1_px, s2_px are the object stds in pixels as in g (NOT widened): with widen=True (default) they are multiplied
     by √2 first, exactly as sample_patches does; pass widen=False if they are already the sampling stds.
@@ -258,7 +258,7 @@ def allocate_counts(
 
 
 def sample_num_tokens(seed: int, min_tokens: int = 32, max_tokens: int = 2048, mean_tokens: float = 512, backend: str = "c") -> int:
-    """Training token budget (spec §3.4): min + round(Beta(2, 2(1/m − 1))·(max − min)), m = (mean − min)/(max − min)."""
+    """Training token budget (docs/flip.md §3.4): min + round(Beta(2, 2(1/m − 1))·(max − min)), m = (mean − min)/(max − min)."""
     _backend(backend)
     seed = _seed(seed)
     if backend == "c":
@@ -267,7 +267,7 @@ def sample_num_tokens(seed: int, min_tokens: int = 32, max_tokens: int = 2048, m
 
 
 def augment_position(rot6_norm: Sequence[float], seed: int, backend: str = "c") -> np.ndarray:
-    """Training-time Gaussian augmentation in the norm frame, rot format (spec §6.2): shift 0.1σ, rotation
+    """Training-time Gaussian augmentation in the norm frame, rot format (docs/flip.md §6.2): shift 0.1σ, rotation
     ≤ 20°·minor/major, σ noise 10 % clipped at 30 %, isotropic blend. Returns float64 (6,)."""
     _backend(backend)
     seed = _seed(seed)
@@ -283,7 +283,7 @@ def sample_mask_pixels(
     seed: int = 0,
     backend: str = "c",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Training target pixels by boundary distance (spec §6.4).
+    """Training target pixels by boundary distance (docs/flip.md §6.4).
 
     mask: uint8 or bool (H, W), non-zero = object. g_px6 in pixels (no widening; only μ and max(s1, s2) are used).
     Crop to the 5σ box, distance = L1 to the nearest boundary pixel (either side), 7 nested groups d ≤ 2, 4, 8, 16,

@@ -1,4 +1,4 @@
-"""Plain NumPy implementation of the fovea sampler (spec §3, §6.2, §6.4) with compat="exact": the readable twin of
+"""Plain NumPy implementation of the fovea sampler (docs/flip.md §3, §6.2, §6.4) with compat="exact": the readable twin of
 ext/fovea_core.c. (compat="authors" has its own twin, flip/sampler/authors.py.)
 
 Same algorithms and the same validation as the C extension; the random streams differ (numpy's PCG64 here,
@@ -70,7 +70,7 @@ def _floats(g, n: int, what: str) -> np.ndarray:
 
 
 def sampling_gaussian(g6, width: int = 0, height: int = 0) -> tuple[float, ...]:
-    """g6 (pixels, authors' rot convention, no widening) → (μx, μy, s1w, s2w, a, b) used for placement (spec §3.1)."""
+    """g6 (pixels, authors' rot convention, no widening) → (μx, μy, s1w, s2w, a, b) used for placement (docs/flip.md §3.1)."""
     g = _floats(g6, 6, "gaussian")
     if not np.all(np.isfinite(g)):
         raise SamplerError(f"Gaussian contains NaN or inf: {g.tolist()}")
@@ -78,7 +78,7 @@ def sampling_gaussian(g6, width: int = 0, height: int = 0) -> tuple[float, ...]:
         raise SamplerError(f"Gaussian stds must be > 0, got s1={g[2]} s2={g[3]}")
     if g[2] > 1e9 or g[3] > 1e9:
         raise SamplerError(f"Gaussian stds too large (> 1e9 px): s1={g[2]} s2={g[3]}")
-    a, b = -g[4], g[5]  # spec §0: the sampler flips a
+    a, b = -g[4], g[5]  # docs/flip.md §0: the sampler flips a
     n = math.sqrt(a * a + b * b)
     if not n > 1e-16:
         raise SamplerError("Gaussian direction (a, b) is zero")

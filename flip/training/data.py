@@ -1,4 +1,4 @@
-"""Training samples: benchmark dataset adapters → FLIP inputs (spec §2, §3.4, §6.2–6.4).
+"""Training samples: benchmark dataset adapters → FLIP inputs (docs/flip.md §2, §3.4, §6.2–6.4).
 
 One dataset item = one image with `masks_per_image` objects. Every random choice comes from a Generator seeded by
 (run seed, epoch, stream position, rank), so a sample does not depend on which worker builds it, and a resumed
@@ -36,7 +36,7 @@ class SampleConfig:
     tau_max: float = 4.0  # τ ~ U[0, tau_max)
     coverage_range: tuple = (0.1, 2.0)  # c ~ U[lo, hi)
     augment: bool = True
-    convention: str = PER_AXIS  # Gaussian → model units (spec §0); PIXEL is the clean formulation
+    convention: str = PER_AXIS  # Gaussian → model units (docs/flip.md §0); PIXEL is the clean formulation
     max_retries: int = 8  # images tried before an item gives up
 
 
@@ -104,7 +104,7 @@ class ObjectSampler:
             raise ValueError(f"unknown Gaussian convention {cfg.convention!r}")
         if not np.all(np.isfinite(pos)):
             raise PromptError(f"{what}: augmented Gaussian is not finite")
-        # validity filter (spec §2.3): ≥ ~0.64 px stds, sane box
+        # validity filter (docs/flip.md §2, step 3): ≥ ~0.64 px stds, sane box
         ys, xs = np.nonzero(mask)
         half = np.array([xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]) / 2 / 128
         if gt_pos[2] <= 0.005 or gt_pos[3] <= 0.005 or np.any(half <= 0.005) or np.any(half >= 25):
@@ -205,7 +205,7 @@ class TrainSet(torch.utils.data.Dataset):
 
 
 class MixtureSampler(torch.utils.data.Sampler):
-    """Weighted mixture of datasets (spec §6.7): every draw picks dataset g with probability w_g, then the next
+    """Weighted mixture of datasets (docs/flip.md §6.7): every draw picks dataset g with probability w_g, then the next
     image of that dataset's own shuffled queue (reshuffled when exhausted). Sharded by rank: rank r gets
     draws r, r+world, … of the global stream. `start` skips already consumed items (resume)."""
 

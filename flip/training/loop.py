@@ -105,7 +105,7 @@ def model_config_dict(model) -> dict:
 
 
 def forward_loss(model, batch: dict, device, amp: bool):
-    """→ (loss, logits (B, M)). BCE-with-logits mean over every sampled pixel of every object (spec §6.1)."""
+    """→ (loss, logits (B, M)). BCE-with-logits mean over every sampled pixel of every object (docs/flip.md §6.1)."""
     from flip.modeling import TokenBatch
 
     patches = [p.to(device, non_blocking=True).float().div_(255.0) for p in batch["patches"]]

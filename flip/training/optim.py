@@ -1,4 +1,4 @@
-"""Ranger = RAdam + Lookahead, with the semantics of spec §6.6.
+"""Ranger = RAdam + Lookahead, with the semantics of docs/flip.md §6.6.
 
 torch.optim.RAdam is not used: it takes an un-rectified (SGD-like) step while the SMA length is ≤ 5, adds eps to
 sqrt(v̂) instead of sqrt(v), and applies weight decay on every step. The authors' RAdam (degenerated_to_sgd=False)
@@ -115,5 +115,5 @@ class Lookahead:
 
 
 def ranger(params, lr=6e-4, weight_decay=6e-4, eps=1e-16, betas=(0.9, 0.999), k=6, alpha=0.5) -> Lookahead:
-    """The authors' optimiser with their defaults (spec §6.6)."""
+    """The authors' optimiser with their defaults (docs/flip.md §6.6)."""
     return Lookahead(RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay), k=k, alpha=alpha)

@@ -29,7 +29,7 @@ class FlipHdf5Dataset(Dataset):
         except OSError as e:
             raise DatasetError(f"cannot open HDF5 file {self.path}: {e}") from None
         if missing:
-            raise DatasetError(f"{self.path} is not a FLIP HDF5 file: missing datasets {missing} (spec §10)")
+            raise DatasetError(f"{self.path} is not a FLIP HDF5 file: missing datasets {missing} (docs/flip.md §10)")
         self.name = name or self.path.stem
         self._file = None  # opened lazily in each process (h5py handles do not pickle)
 
