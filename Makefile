@@ -57,7 +57,7 @@ bench: setup-all
 	$(PY) -m benchmark --model $(MODEL) --data $(DATA) $(ARGS)
 
 train: $(STAMP)-objascale
-	$(PY) -m flip.train --model $(MODEL) --data $(DATA) $(ARGS)
+	$(PY) -m flip.training --model $(MODEL) --data $(DATA) $(ARGS)
 
 clean:
 	rm -rf build *.egg-info flip/*.so

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flip.train import parse_args
+from flip.training.cli import parse_args
 from flip.training.loop import build_model
 
 

@@ -1,1 +1,1 @@
-"""FLIP training: Ranger optimiser, dynamic boundary-group sampling, data pipeline, training loop (`python -m flip.train`)."""
+"""FLIP training: Ranger optimiser, dynamic boundary-group sampling, data pipeline, training loop (`python -m flip.training`)."""

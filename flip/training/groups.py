@@ -1,4 +1,4 @@
-"""Dynamic redistribution of mask pixels over the 7 nested boundary-distance groups (spec §6.4, §6.5).
+"""Dynamic redistribution of mask pixels over the 7 nested boundary-distance groups (docs/flip.md §6.4, §6.5).
 
 The trainer owns one GroupBalancer. After every step it feeds the per-group IoU of the batch into an EMA and
 writes the new split into a shared-memory tensor that DataLoader workers read when they sample an object.
@@ -21,7 +21,7 @@ MIN_PER_GROUP = 4
 
 
 def default_counts(total: int = 2048, groups: int = NUM_GROUPS) -> np.ndarray:
-    """Equal split with the remainder in group 0: [296, 292, …] for 2048 (spec §6.4.7)."""
+    """Equal split with the remainder in group 0: [296, 292, …] for 2048 (docs/flip.md §6.4, step 7)."""
     counts = np.full(groups, total // groups, dtype=np.int64)
     counts[0] += total % groups
     return counts
@@ -48,7 +48,7 @@ def redistribute(ema_iou: np.ndarray, total: int = 2048, min_per_group: int = MI
 def group_ious(logits: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Per-group IoU of one batch, averaged over samples.
 
-    logits, labels: (B, M) with each sample's pixels in contiguous group blocks (spec §6.4.6).
+    logits, labels: (B, M) with each sample's pixels in contiguous group blocks (docs/flip.md §6.4, step 6).
     counts: (B, G) the group sizes each sample was drawn with (they may differ between samples).
     A group with 0 pixels counts as IoU 1; an empty union (no positive label, no positive prediction) as 1.
     Returns (G,) float.
@@ -100,9 +100,11 @@ class GroupBalancer:
         return self.counts()
 
     def state_dict(self) -> dict:
-        return {"num": self.num.copy(), "den": self.den.copy(), "counts": self.counts(), "enabled": self.enabled}
+        # tensors, not numpy arrays: checkpoints load with weights_only=True
+        return {"num": torch.from_numpy(self.num.copy()), "den": torch.from_numpy(self.den.copy()),
+                "counts": torch.as_tensor(np.asarray(self.counts()), dtype=torch.int64), "enabled": bool(self.enabled)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.num = np.asarray(state["num"], dtype=np.float64).copy()
-        self.den = np.asarray(state["den"], dtype=np.float64).copy()
+        self.num = np.array(state["num"], dtype=np.float64)
+        self.den = np.array(state["den"], dtype=np.float64)
         self.shared.copy_(torch.as_tensor(np.asarray(state["counts"]), dtype=torch.int64))

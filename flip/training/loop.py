@@ -1,7 +1,7 @@
-"""The training loop (nanoGPT-style: one readable function). `python -m flip.train --help` documents the flags.
+"""The training loop (nanoGPT-style: one readable function). `python -m flip.training --help` documents the flags.
 
-Single process: `python -m flip.train --model flip-tiny --data data/x`. Several processes:
-`torchrun --nproc_per_node N -m flip.train ...` (NCCL on GPU, gloo on CPU). Each rank draws its own images from the
+Single process: `python -m flip.training --model flip-tiny --data data/x`. Several processes:
+`torchrun --nproc_per_node N -m flip.training ...` (NCCL on GPU, gloo on CPU). Each rank draws its own images from the
 shared weighted stream, builds its own batch and adapts its own group split (as the authors do); gradients are
 averaged by DDP. Only rank 0 writes logs and checkpoints.
 """

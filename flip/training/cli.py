@@ -1,4 +1,4 @@
-"""Train FLIP: `python -m flip.train --model flip-tiny --data DATA [DATA ...]` (also under torchrun).
+"""Train FLIP: `python -m flip.training --model flip-tiny --data DATA [DATA ...]` (also under torchrun).
 
 Options come from flags or one config file (--config run.toml / run.yaml, keys = flag names with underscores);
 flags given on the command line win. The resolved options are written to OUT/config.json and into every checkpoint.
@@ -13,7 +13,7 @@ from flip.training.data import PATCH_SETS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m flip.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m flip.training", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--config", help="TOML or YAML file with defaults for any flag below")
