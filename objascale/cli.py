@@ -26,7 +26,8 @@ HELP = {
     "objaverse_per_category": "with --objaverse-download: objects per category (within the split)",
     "objaverse_processes": "with --objaverse-download: parallel downloads",
     "sweethome3d_dir": "Sweet Home 3D cache (default ~/.cache/objascale/sweethome3d; installed there if missing)",
-    "num_categories": "render the N largest categories of the split (0 = all); the mini preset sets 7",
+    "num_categories": "render the N largest categories of the split (0 = all; with --objaverse-download the first N "
+                      "of the committed list)",
     "categories": "explicit category names (override --num-categories)",
     "images_per_category": "if > 0 and --num-images not given: num_images = num_categories x this",
     "distractors": "extra objects per image for occlusion/clutter; the target mask is its visible part",
