@@ -219,6 +219,10 @@ def render(cfg: Config, out: Path, catalog: Catalog) -> dict:
         runner = ChunkRunner(cfg, out, catalog, bar)
         with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
             list(pool.map(runner.run_chunk, chunks))
+    try:
+        runner.lay.tmp.rmdir()  # the workers' scratch folder, when no other shard is using it
+    except OSError:
+        pass
     if runner.fatal:
         raise FatalRunError(runner.fatal)
     return {"rendered": runner.counts["done"], "skipped": runner.counts["skipped"], "io_failed": runner.counts["io_failed"],
