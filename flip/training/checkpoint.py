@@ -55,7 +55,14 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 def export_weights(model_state: dict, path, *, name: str, model_config: dict, meta: dict, half: bool = True) -> None:
     """Inference-only file: {format, name, model_config, state_dict, meta}. fp16 halves the size; the loader
-    casts back to fp32. Unused parameters (register_coordinates) are kept so the state dict loads strictly."""
+    casts back to fp32. Unused parameters (register_coordinates) are kept so the state dict loads strictly.
+    meta must name the rule the weights were trained with ("convention", "sampler_compat"): the loader evaluates
+    with it (flip.segmenter.load_flip)."""
+    missing = [k for k in ("convention", "sampler_compat") if k not in meta]
+    if missing:
+        raise ValueError(f"export_weights {path}: meta lacks {missing}; weights must carry the rule they were trained with")
+    if meta["sampler_compat"] not in ("exact", "authors"):
+        raise ValueError(f"export_weights {path}: unknown sampler_compat {meta['sampler_compat']!r}")
     sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
           for k, v in model_state.items()}
     atomic_save({"format": "flip-weights-v1", "name": name, "model_config": model_config, "state_dict": sd,

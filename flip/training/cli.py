@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-augment", action="store_true", help="no Gaussian augmentation")
     a("--gaussian-convention", default="pixel", choices=["per-axis", "pixel"],
       help="mask Gaussian → model units: the authors' per-axis rule or the exact pixel covariance")
+    a("--sampler-compat", default="authors", choices=["authors", "exact"],
+      help="patch-sampling rule (docs/sampler.md): the authors' sampler, which produced the published models, or the "
+      "exact overlap rule of docs/flip.md §3.5; recorded in checkpoints and exported weights, and used to evaluate them")
     a("--init-weights", default=None, help="fine-tune from weights flip.pretrained can load (name, path, ONNX)")
     a("--resume", nargs="?", const="auto", default=None, help="continue from OUT/last.pt (or a given checkpoint)")
     a("--ckpt-every", type=int, default=500, help="write OUT/last.pt every N steps (and at the end)")

@@ -37,6 +37,7 @@ class SampleConfig:
     coverage_range: tuple = (0.1, 2.0)  # c ~ U[lo, hi)
     augment: bool = True
     convention: str = PER_AXIS  # Gaussian → model units (docs/flip.md §0); PIXEL is the clean formulation
+    sampler_compat: str = "authors"  # patch-sampling rule (flip.sampler compat): the one the published models used
     max_retries: int = 8  # images tried before an item gives up
 
 
@@ -95,6 +96,8 @@ class ObjectSampler:
             rot = np.asarray(s.augment_position(gt_rot, seed=int(seeds[0])), np.float64) if cfg.augment else gt_rot
             gt_pos, _ = to_model_and_pixel(gt_rot, w, h)
             pos, g = to_model_and_pixel(rot, w, h)
+            if cfg.sampler_compat == "authors":  # their wrapper's float32 chain from the rot (docs/sampler.md)
+                g = s.authors_gaussian_px(rot, w, h)
         elif cfg.convention == PIXEL:
             # augmentation is frame-agnostic (shift/rotate/scale along the Gaussian's own axes): apply it in model units
             gt_pos = pixel_rot_model_units(rho, w, h)
@@ -114,7 +117,7 @@ class ObjectSampler:
         tau = float(rng.uniform(0.0, cfg.tau_max))
         cov = float(rng.uniform(*cfg.coverage_range))
         ps = s.sample_patches(image, g, num_tokens=n_tok, patch_sizes=cfg.patch_sizes, tau=tau, coverage=cov,
-                              seed=int(seeds[2]))
+                              seed=int(seeds[2]), compat=cfg.sampler_compat)
         total = int(sum(ps.counts))
         if total < cfg.min_tokens:
             raise PromptError(f"{what}: only {total} patches placed (< {cfg.min_tokens})")

@@ -2,8 +2,8 @@
 
     python -m flip.training.export runs/x/last.pt flip/weights/flip-tiny-objascale.pt [--fp32] [--meta KEY=VALUE ...]
 
-The file holds the model's state dict (fp16 by default), its config, the Gaussian convention it was trained with,
-the training step and the training arguments; never optimiser state.
+The file holds the model's state dict (fp16 by default), its config, the Gaussian convention and the patch-sampling
+rule (sampler_compat) it was trained with, the training step and the training arguments; never optimiser state.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def export(checkpoint, out, half: bool = True, extra: dict | None = None) -> dic
     ck = load_checkpoint(checkpoint)
     args = ck.get("args", {})
     meta = {"step": int(ck["step"]), "convention": ck.get("convention", args.get("gaussian_convention", "pixel")),
+            # checkpoints from before --sampler-compat existed were all trained with the exact rule
+            "sampler_compat": args.get("sampler_compat", "exact"),
             "init_weights": ck.get("source", "random"), "train_args": args, "checkpoint": str(checkpoint)}
     meta.update(extra or {})
     export_weights(ck["model"], out, name=ck.get("model_name", args.get("model", "flip-tiny")),
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
         except ValueError:
             extra[k] = v
     meta = export(a.checkpoint, a.out, half=not a.fp32, extra=extra)
-    print(f"wrote {a.out} (step {meta['step']}, convention {meta['convention']})")
+    print(f"wrote {a.out} (step {meta['step']}, convention {meta['convention']}, sampler rule {meta['sampler_compat']})")
     return 0
 
 

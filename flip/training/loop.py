@@ -238,6 +238,10 @@ def _train(args) -> dict:
         if ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
         step, epoch, position = int(ck["step"]), int(ck["epoch"]), int(ck["position"])
+        trained_rule = ck.get("args", {}).get("sampler_compat", "exact")  # files older than the switch used "exact"
+        if trained_rule != args.sampler_compat:
+            raise ConfigError(f"--resume {resume_path}: trained with --sampler-compat {trained_rule}, "
+                              f"this run asks for {args.sampler_compat}; one model is trained with one rule")
         objects_seen = int(ck.get("objects_seen", 0))
         wall = float(ck.get("wall_time_s", 0.0))
         set_rng_state(ck["rng"])
@@ -251,7 +255,7 @@ def _train(args) -> dict:
     cfg = SampleConfig(patch_sizes=model.cfg.patch_sizes, min_tokens=args.min_tokens, max_tokens=args.max_tokens,
                        mean_tokens=args.mean_tokens, num_mask_pixels=args.mask_pixels,
                        masks_per_image=args.masks_per_image, augment=not args.no_augment,
-                       convention=args.gaussian_convention)
+                       convention=args.gaussian_convention, sampler_compat=args.sampler_compat)
     dataset = TrainSet(adapters, cfg, seed=args.seed, rank=rank, group_counts=balancer.shared)
     epoch_len = args.epoch_length or sum(dataset.sizes())
     epoch_len = max(args.batch_images, epoch_len // args.batch_images * args.batch_images)
@@ -347,14 +351,15 @@ def _train(args) -> dict:
         if rank == 0 and args.keep_every and step % args.keep_every == 0:
             save(out / f"step{step:08d}.pt")
         if rank == 0 and held is not None and step % args.eval_every == 0:
-            res = validate(model, held, args.gaussian_convention, getattr(args, "sampler_compat", None), args.seed, device)
+            res = validate(model, held, args.gaussian_convention, args.sampler_compat, args.seed, device)
             if res["objects"]:
                 logger.log(step, res, prefix="eval")
                 log.info("eval step %d: %s", step, res)
     bar.close()
     if rank == 0 and args.export:
         export_weights(model.state_dict(), args.export, name=args.model, model_config=model_config_dict(model),
-                       meta={"step": step, "convention": args.gaussian_convention, "source": source,
+                       meta={"step": step, "convention": args.gaussian_convention, "sampler_compat": args.sampler_compat,
+                             "source": source,
                              "data": list(args.data)})
     if world > 1:
         torch.distributed.barrier()
