@@ -1,6 +1,6 @@
 """Turn a training checkpoint into the small inference file flip.pretrained loads:
 
-    python -m flip.training.export runs/x/last.pt flip/weights/flip-tiny-objascale.pt [--fp32] [--meta KEY=VALUE ...]
+    python -m flip.training.export runs/x/last.pt flip/checkpoints/flip-tiny-objascale.pt [--fp32] [--meta KEY=VALUE ...]
 
 The file holds the model's state dict (fp16 by default), its config, the Gaussian convention and the patch-sampling
 rule (sampler_compat) it was trained with, the training step and the training arguments; never optimiser state.
