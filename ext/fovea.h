@@ -76,7 +76,6 @@ float fa_uniform(fa_rng *r); /* r4_uni_value */
 int fa_gaussian(const double g6[6], fa_gauss *out);
 void fa_allocate(float s1w, float s2w, int num_tokens, const int *sizes, int k, float coverage, int *counts);
 int fa_extract(const fv_image *im, float cx, float cy, int p, uint8_t *out, char *err); /* one patch (tests) */
-void fa_rot_from_rho(const float rho[5], float out[6]); /* their compute_position_rot_from_rho, as their build runs it */
 int fa_run(const fv_image *im, const fa_gauss *g, fa_rng *r, const int *sizes, int k, const int *counts, float tau,
            uint8_t **patches, float **coords, int *got, char *err);
 

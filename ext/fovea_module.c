@@ -523,29 +523,6 @@ static PyObject *py_authors_extract(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
-/* authors_rot_from_rho(rho float32 (n, 5)) → float32 (n, 6): the norm-frame rot their pipeline feeds their sampler */
-static PyObject *py_authors_rot_from_rho(PyObject *self, PyObject *args) {
-    PyObject *r_o;
-    if (!PyArg_ParseTuple(args, "O", &r_o)) return NULL;
-    PyArrayObject *R = (PyArrayObject *)PyArray_FROMANY(r_o, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY);
-    if (!R || PyArray_DIM(R, 1) != 5) {
-        PyErr_Clear();
-        Py_XDECREF(R);
-        return fail("rho must be an (n, 5) float32 array"), NULL;
-    }
-    npy_intp n = PyArray_DIM(R, 0), d[2] = {n, 6};
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, d, NPY_FLOAT32);
-    if (!out) {
-        Py_DECREF(R);
-        return NULL;
-    }
-    const float *r = PyArray_DATA(R);
-    float *o = PyArray_DATA(out);
-    for (npy_intp i = 0; i < n; i++) fa_rot_from_rho(r + 5 * i, o + 6 * i);
-    Py_DECREF(R);
-    return (PyObject *)out;
-}
-
 static PyObject *py_sample_mask_pixels(PyObject *self, PyObject *args) {
     PyObject *m_o, *g_o, *n_o, *seed_o;
     if (!PyArg_ParseTuple(args, "OOOO", &m_o, &g_o, &n_o, &seed_o)) return NULL;
@@ -648,8 +625,6 @@ static PyMethodDef methods[] = {
     {"sample_mask_pixels", py_sample_mask_pixels, METH_VARARGS,
      "sample_mask_pixels(mask, g6, group_counts, seed) -> (labels, coords)"},
     {"authors_extract", py_authors_extract, METH_VARARGS, "authors_extract(image, centres (n,2) float32, p) -> patches (tests)"},
-    {"authors_rot_from_rho", py_authors_rot_from_rho, METH_VARARGS,
-     "authors_rot_from_rho(rho (n,5) float32) -> (n,6) float32 rot as the authors' -ffast-math build computes it"},
     {"authors_rng", py_authors_rng, METH_VARARGS, "authors_rng(seed, n, kind) -> the authors' KISS/ziggurat stream (tests)"},
     {"boundary_distance", py_boundary_distance, METH_VARARGS, "boundary_distance(crop) -> int32 distance map"},
     {NULL, NULL, 0, NULL},

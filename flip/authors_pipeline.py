@@ -33,6 +33,9 @@ import numpy as np
 SOURCES = ("py_position.c", "position.c", "gaussian.c", "bbox.c", "ziggurat_inline.c")
 # the authors' ext/setup.py flags (docs/flip.md §3.7)
 CFLAGS = ("-O3", "-march=native", "-flto", "-ffast-math", "-funroll-loops", "-fPIC", "-shared", "-fopenmp")
+# their code with IEEE arithmetic (no FMA contraction, no approximate reciprocals): what their C source specifies,
+# reproducible on any CPU; the project's compat="authors" equals this build bit for bit
+IEEE_CFLAGS = ("-O2", "-ffp-contract=off", "-fPIC", "-shared", "-fopenmp")
 PATCH_SIZES = (1, 2, 4, 8, 16)
 MASK = 0xFFFFFFFF
 
@@ -56,7 +59,8 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def build_sampler(src: Path | None = None, build_dir: Path | None = None, cc: str | None = None) -> Path:
+def build_sampler(src: Path | None = None, build_dir: Path | None = None, cc: str | None = None,
+                  cflags: tuple = CFLAGS) -> Path:
     """Compile the authors' sampler into a cache folder outside the repo (once per source/flag hash). Returns the .so."""
     import numpy
 
@@ -69,7 +73,8 @@ def build_sampler(src: Path | None = None, build_dir: Path | None = None, cc: st
     h = hashlib.sha256()
     for name in SOURCES + tuple(sorted(p.name for p in src.glob("*.h"))):
         h.update(name.encode() + (src / name).read_bytes())
-    h.update(" ".join(CFLAGS + (cc, suffix, numpy.__version__)).encode())
+    cflags = tuple(cflags)
+    h.update(" ".join(cflags + (cc, suffix, numpy.__version__)).encode())
     out_dir = Path(build_dir or os.environ.get("FLIP_AUTHORS_BUILD_DIR") or Path(tempfile.gettempdir()) / f"flip-authors-sampler-{h.hexdigest()[:16]}")
     so = out_dir / f"flip_position{suffix}"
     if so.is_file():
@@ -77,7 +82,7 @@ def build_sampler(src: Path | None = None, build_dir: Path | None = None, cc: st
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir))
     try:
-        cmd = [cc, *CFLAGS, *(f"-I{i}" for i in inc), *(str(src / n) for n in SOURCES), "-lm", "-o", str(tmp / so.name)]
+        cmd = [cc, *cflags, *(f"-I{i}" for i in inc), *(str(src / n) for n in SOURCES), "-lm", "-o", str(tmp / so.name)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"compiling the authors' sampler failed ({' '.join(cmd)}):\n{res.stderr[-3000:]}")
@@ -87,18 +92,19 @@ def build_sampler(src: Path | None = None, build_dir: Path | None = None, cc: st
     return so
 
 
-_module = None
+_modules: dict = {}
 
 
-def load_sampler(src: Path | None = None, build_dir: Path | None = None):
-    """The authors' `flip_position` module (compiled on first use), with `seed(s)` added: their
-    initialize_ziggurat(s) mixing through the exported zigset() (authors-sampler README)."""
-    global _module
-    if _module is not None:
-        return _module
+def load_sampler(src: Path | None = None, build_dir: Path | None = None, cflags: tuple = CFLAGS):
+    """The authors' `flip_position` module (compiled on first use; their flags by default, IEEE_CFLAGS for their code
+    with IEEE arithmetic), with `seed(s)` added: their initialize_ziggurat(s) mixing through the exported zigset()
+    (authors-sampler README)."""
+    cflags = tuple(cflags)
+    if cflags in _modules:
+        return _modules[cflags]
     import ctypes
 
-    so = build_sampler(src, build_dir)
+    so = build_sampler(src, build_dir, cflags=cflags)
     spec = importlib.util.spec_from_file_location("flip_position", so)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -112,7 +118,7 @@ def load_sampler(src: Path | None = None, build_dir: Path | None = None):
         lib.r4_nor_setup()
 
     mod.seed = seed
-    _module = mod
+    _modules[cflags] = mod
     return mod
 
 
@@ -132,8 +138,9 @@ class AuthorsPipeline:
     patch layout, query grid), model (onnxruntime), postprocess (threshold, paste)."""
 
     def __init__(self, onnx_path: Path | None = None, threads: int = 1, num_tokens: int = 512, tau: float = 2.67,
-                 coverage: float = 1.44, num_mask_tokens: int = 2048, scale: float = 3.0, uncertainty: float = 0.01):
-        self.sampler = load_sampler()
+                 coverage: float = 1.44, num_mask_tokens: int = 2048, scale: float = 3.0, uncertainty: float = 0.01,
+                 cflags: tuple = CFLAGS):
+        self.sampler = load_sampler(cflags=cflags)
         self.session = onnx_session(onnx_path, threads)
         self.threads = int(threads)
         self.num_tokens, self.tau, self.coverage = int(num_tokens), float(tau), float(coverage)

@@ -126,7 +126,7 @@ class FlipPredictor:
 
     @staticmethod
     def _authors_gaussians(rho, w: int, h: int):
-        """The authors' pipeline in float32: their rot of rho (as their build computes it), their pixel Gaussian, the
+        """The authors' pipeline in float32: their rot of rho (their float32 formula), their pixel Gaussian, the
         model position = rot·(W, H, W, H)/256 (exact in float64, so equal to their float32 product after the cast)."""
         from . import sampler
 

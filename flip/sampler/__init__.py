@@ -205,13 +205,23 @@ def authors_gaussian_px(rot6_norm: Sequence[float], width: int, height: int) -> 
 
 
 def authors_rot_from_rho(rho) -> np.ndarray:
-    """float32 (6,) or (n, 6) norm-frame rot from rho (5,) / (n, 5), as the authors' pipeline computes it: their
-    compute_position_rot_from_rho built -ffast-math (FMA contraction, RCPSS + one Newton step for 1/norm). The
-    approximate reciprocal is the CPU's own, so this equals their build on the same CPU (x86-64; elsewhere the
-    exact quotient). With authors_gaussian_px it gives the g their sampler sees. C backend only."""
-    _backend("c")
+    """float32 (6,) or (n, 6) norm-frame rot from rho (5,) / (n, 5): the authors' compute_position_rot_from_rho
+    (docs/flip.md §0) in IEEE single precision, their operation order. With authors_gaussian_px it gives the g their
+    sampler sees, so compat="authors" reproduces their pipeline's patches bit for bit (their code compiled with
+    IEEE arithmetic; their -ffast-math -march=native build contracts FMAs and uses the CPU's approximate
+    reciprocal, which moves some values by an ulp on some CPUs: see scripts/parity_vs_authors.py)."""
     r = np.asarray(rho, dtype=np.float32)
-    out = _fovea.authors_rot_from_rho(np.ascontiguousarray(r.reshape(-1, 5)))
+    x = r.reshape(-1, 5)
+    f = np.float32
+    with np.errstate(over="ignore", invalid="ignore"):
+        vx, vy, vxy = x[:, 2], x[:, 3], x[:, 4]
+        term = np.sqrt(np.maximum((vx - vy) * (vx - vy) + f(4) * vxy * vxy, f(1e-16)))
+        s1 = np.sqrt(np.maximum((vx + vy) / f(2) - term / f(2), f(1e-16)))
+        s2 = np.sqrt(np.maximum((vx + vy) / f(2) + term / f(2), f(1e-16)))
+        a = f(2) * vxy * f(1) / np.maximum(vx - vy + term, f(1e-16))
+        b = np.ones_like(a)
+        scale = np.sqrt(np.maximum(a * a + b * b, f(1e-16)))
+        out = np.stack([x[:, 0], x[:, 1], s1, s2, a / scale, b / scale], axis=1).astype(np.float32)
     return out[0] if r.ndim == 1 else out
 
 
