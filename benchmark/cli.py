@@ -1,10 +1,20 @@
-"""python -m benchmark: run models on datasets, write records, then the reports.
+r"""python -m benchmark: run models on datasets, write records, then the reports.
 
 Examples
   python -m benchmark --model flip-tiny --data data/objascale-mini
   python -m benchmark --model flip-tiny,noop --data coco=/data/coco/val.json::/data/coco/val2017 --limit 2000
   python -m benchmark --config bench.toml --shard 0/4          (then: python -m benchmark.report RUN_DIR --merge)
   python -m benchmark --model sam-b --data x.hdf5 --executor slurm --shards 8 --slurm-partition gpu
+
+Data specs: [NAME=]PATH[#SPLIT][::IMAGE_DIR], comma-separated for several
+  NAME= counts only when NAME is a bare word (letters, digits, _ . + -); #SPLIT only when SPLIT is a bare word at
+  the end of an ObjaScale folder's path; the first :: starts IMAGE_DIR; a comma always separates two specs.
+  Escape a literal = # , or : with a backslash (\= \# \, \:\:) and a backslash as \\; quote the spec in the shell:
+    --data 'coco=/data/a\,b/val.json::/data/x#1'      (NAME coco, PATH /data/a,b/val.json, IMAGE_DIR /data/x#1)
+    --data '/data/run\#3'                            (the ObjaScale folder "/data/run#3", eval split)
+
+Exit codes: 0 done (some objects may have failed: they are counted and recorded); 1 the run finished but no
+object succeeded (the reason is printed); 2 configuration error (nothing was run and run.json was not written).
 """
 from __future__ import annotations
 
@@ -16,7 +26,7 @@ import sys
 from pathlib import Path
 
 from segcore import config as segcore_config
-from segcore.datasets import dataset_fingerprint
+from segcore.datasets import dataset_fingerprint, parse_spec, split_specs
 from .runner import ConfigError, RunConfig, Runner
 
 DEFAULTS = dict(model="flip-tiny", data="data/objascale-mini", results="results", weights=None, mode="5sigma",
@@ -32,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--config", help="TOML or YAML file with any of these options (flags given on the command line win)")
     a("--model", help="comma-separated registry names: flip-tiny, flip-small, sam-b, noop, oracle-box... (default flip-tiny)")
     a("--data", action="append", help="dataset: ObjaScale folder (eval split; DIR#train or DIR#all for others), FILE.json[::IMAGES], "
-      "FILE.hdf5, optionally NAME=PATH; "
-      "repeat or comma-separate for several (default data/objascale-mini)")
+      "FILE.hdf5, optionally NAME=PATH; repeat or comma-separate for several; escape = # , : in paths with a "
+      "backslash (see 'Data specs' above) (default data/objascale-mini)")
     a("--weights", help="weights for the model(s): a tag (authors, project = the committed FLIP-Tiny checkpoint, official), "
       "'random' (seeded random init; IoU n/a) or a file path. Default: the tag in the name, else the first tag found here")
     a("--download", action="store_true", default=None,
@@ -86,7 +96,8 @@ def resolve(args: argparse.Namespace) -> dict:
     for k in ("model", "data"):
         v = opts[k]
         items = v if isinstance(v, list) else [v]
-        opts[k] = [s.strip() for item in items for s in str(item).split(",") if s.strip()]
+        split = split_specs if k == "data" else (lambda t: [x.strip() for x in t.split(",") if x.strip()])
+        opts[k] = [s for item in items for s in split(str(item))]
     m = re.fullmatch(r"(\d+)/(\d+)", str(opts["shard"]))
     if not m:
         raise ConfigError(f"--shard {opts['shard']!r}: expected k/n, e.g. 0/4")
@@ -97,14 +108,24 @@ def resolve(args: argparse.Namespace) -> dict:
     for k in ("limit", "min_area", "max_area"):
         if opts[k] is not None and float(opts[k]) < 0:
             raise ConfigError(f"--{k.replace('_', '-')} must be ≥ 0")
+    if opts["limit"] is not None and int(opts["limit"]) == 0:
+        raise ConfigError("--limit 0 selects no object; leave it out to run every object")
     if opts["min_area"] is not None and opts["max_area"] is not None and opts["min_area"] > opts["max_area"]:
         raise ConfigError("--min-area is larger than --max-area")
     opts["dataset_fingerprints"] = {d: dataset_fingerprint(d) for d in opts["data"]}
     if not opts["run"]:
         fp = hashlib.sha256("".join(opts["dataset_fingerprints"][d] for d in opts["data"]).encode()).hexdigest()[:8]
-        ds = "+".join(re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(d.split("=")[0].split("::")[0]).stem if "=" in d else Path(d.split("::")[0]).stem) for d in opts["data"])
+        ds = "+".join(re.sub(r"[^A-Za-z0-9_.-]+", "-", _short_name(d)) for d in opts["data"])
         opts["run"] = "+".join(opts["model"]) + "_" + ds + (f"_limit{opts['limit']}" if opts["limit"] else "") + "_" + fp
     return opts
+
+
+def _short_name(spec: str) -> str:
+    try:
+        name, path, split, _ = parse_spec(spec)
+    except ValueError:
+        return "data"
+    return name or (path.stem + (f"-{split}" if split and split != "eval" else ""))
 
 
 def to_run_config(opts: dict, config_file=None, shard=None) -> RunConfig:
@@ -136,7 +157,7 @@ def run_slurm(opts: dict, config_file) -> None:
     cfgs = [to_run_config(opts, config_file, shard=(k, n)) for k in range(n)]
     for c in cfgs:
         c.progress = False
-    Runner(cfgs[0])  # configuration errors before anything is submitted
+    Runner(cfgs[0]).prepare()  # configuration errors before anything is submitted
     folder = Path(cfgs[0].run_dir) / "slurm"
     cluster = "local" if opts["executor"] == "submitit-local" else "slurm"
     ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
@@ -186,8 +207,10 @@ def main(argv=None) -> int:
         return 2
     run_dir = Path(opts["results"]) / opts["run"]
     if counters is not None:
-        print(f"records in {run_dir}: {counters.ok} ok, {counters.failed} failed, {counters.empty_masks_skipped} empty masks "
-              f"skipped, {counters.area_filtered} filtered by area, {counters.already_done} already done")
+        from .runner import OUTCOMES
+
+        parts = ", ".join(f"{getattr(counters, k)} {k.replace('_', ' ')}" for k in OUTCOMES if getattr(counters, k) or k in ("ok", "failed"))
+        print(f"records in {run_dir}: {counters.objects_in_files} objects in the files (× models): {parts}")
         for r in counters.failures[:5]:
             print(f"  failed: {r}")
     if opts["shard"][1] > 1 and opts["executor"] == "local":
@@ -198,4 +221,8 @@ def main(argv=None) -> int:
 
         out = make_report(run_dir, merge=True, latest=opts["latest"])
         print(f"report: {out}")
+    why = counters.nothing_succeeded() if counters is not None else None
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+        return 1
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 import sys
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import numpy as np
 from segcore.prompt import Prompt, PromptError
 
 from . import models as model_registry
-from segcore.datasets import Dataset, ItemError, Selection, open_dataset, select
+from segcore.datasets import Dataset, DatasetError, ItemError, Selection, open_dataset, select_counted
 from .machine import machine_info
 from .timing import MODEL_PHASES, amortised, object_phases, tokens_of
 from segcore.metrics import object_metrics
@@ -55,20 +56,63 @@ class RunConfig:
         return Selection(self.limit, self.seed, self.min_area_ratio, self.max_area_ratio, tuple(self.shard))
 
 
+# Where each object of each dataset file ends up, per model: exactly one of these. Their sum is objects_in_files.
+OUTCOMES = ("ok", "failed", "empty_masks_skipped", "area_filtered", "crowd_skipped", "image_not_in_file",
+            "other_split", "not_sampled", "other_shard", "already_done")
+
+
 @dataclass
 class Counters:
+    objects_in_files: int = 0  # annotations in the dataset files × models: what the outcomes below add up to
     ok: int = 0
     failed: int = 0
-    empty_masks_skipped: int = 0
-    area_filtered: int = 0
-    already_done: int = 0
+    empty_masks_skipped: int = 0  # mask decoded with no pixel
+    area_filtered: int = 0  # mask outside --min-area/--max-area
+    crowd_skipped: int = 0  # COCO iscrowd annotations (regions, not objects)
+    image_not_in_file: int = 0  # annotation whose image id is not among the file's images
+    other_split: int = 0  # ObjaScale image of another split
+    not_sampled: int = 0  # left out by --limit
+    other_shard: int = 0  # in another shard's images
+    already_done: int = 0  # record from an earlier invocation (resume)
     failures: list = field(default_factory=list)
+    failure_kinds: dict = field(default_factory=dict)  # "image" / "mask" / "predict" ... -> count
+    by_model_dataset: dict = field(default_factory=dict)  # "model | dataset" -> {outcome: count}
 
-    def fail(self, reason: str):
-        self.failed += 1
+    def add(self, outcome: str, n: int = 1, where: str | None = None) -> None:
+        if not n:
+            return
+        setattr(self, outcome, getattr(self, outcome) + n)
+        if where is not None:
+            d = self.by_model_dataset.setdefault(where, {})
+            d[outcome] = d.get(outcome, 0) + n
+
+    def fail(self, reason: str, where: str | None = None, kind: str = "other"):
+        self.add("failed", 1, where)
+        self.failure_kinds[kind] = self.failure_kinds.get(kind, 0) + 1
         if len(self.failures) < 200:
             self.failures.append(reason)
         log.warning("failed: %s", reason)
+
+    def accounted(self) -> int:
+        return sum(getattr(self, k) for k in OUTCOMES)
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d["counters_add_up"] = self.accounted() == self.objects_in_files
+        return d
+
+    def nothing_succeeded(self) -> str | None:
+        """Why no object succeeded in this invocation, or None when some did (or there was nothing left to do)."""
+        if self.ok or (self.already_done and not self.failed):
+            return None
+        if self.failed:
+            kinds = ", ".join(f"{k}: {n}" for k, n in sorted(self.failure_kinds.items(), key=lambda kv: -kv[1]))
+            hint = ""
+            if set(self.failure_kinds) == {"image"}:
+                hint = " Every image failed to load: check the image folder (FILE.json::IMAGE_DIR) and the files."
+            return f"nothing succeeded: {self.failed} object(s) failed ({kinds}); first: {self.failures[0]}.{hint}"
+        return (f"nothing succeeded: no object was run ({self.empty_masks_skipped} empty masks skipped, "
+                f"{self.area_filtered} filtered by area)")
 
 
 def _atomic_json(path: Path, obj) -> None:
@@ -106,7 +150,9 @@ class Runner:
             raise ConfigError(f"--shard {k}/{n}: need 0 ≤ k < n")
         try:
             self.datasets: list[Dataset] = [open_dataset(d) for d in cfg.datasets]
-        except ValueError as e:
+            for d in self.datasets:
+                d.index()  # duplicated ids, broken index files: here, before any work
+        except (DatasetError, ValueError) as e:
             raise ConfigError(str(e)) from None
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
@@ -119,6 +165,8 @@ class Runner:
                                               download=cfg.extra.get("download"))
                 except model_registry.ModelError as e:
                     raise ConfigError(str(e)) from None
+                except Exception as e:  # any failure to build a model is a configuration error, never a traceback
+                    raise ConfigError(f"{spec}: cannot build the model ({type(e).__name__}: {e})") from None
             else:  # a live model (the trainer's, a user's): anything with the Segmenter protocol
                 m = spec
                 missing = [a for a in ("name", "num_parameters", "weights_id", "set_image", "predict") if not hasattr(m, a)]
@@ -142,30 +190,63 @@ class Runner:
         return {k: st.get(k) for k in ("mode", "sampler_compat", "tau", "coverage", "num_tokens", "seed") if k in st}
 
     # ------------------------------------------------------------------ plan
+    @staticmethod
+    def where(model, ds) -> str:
+        return f"{Runner.label(model)} | {ds.name}"
+
     def plan(self):
+        """The work list; every object of every dataset file is counted once per model (Counters). An empty
+        selection is a configuration error, raised before run.json is written."""
         sel = self.cfg.selection()
         done = done_keys(self.run_dir, self.cfg.retry_failed) if self.run_dir.exists() else set()
+        selections = {}
+        for ds in self.datasets:
+            chosen, counts = select_counted(ds, sel)
+            selected = sum(len(o) for _, o in chosen) + counts.get("other_shard", 0)
+            if selected == 0:
+                parts = {**ds.skipped, **counts}
+                why = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in parts.items()) or "the file holds no object"
+                raise ConfigError(f"dataset {ds.name}: the selection is empty ({ds.num_annotations()} objects in the "
+                                  f"file; {why}); check --limit, --min-area/--max-area and the split (#SPLIT)")
+            selections[ds.name] = (chosen, counts)
         work = []
         for model in self.models:
             for ds in self.datasets:
-                for entry, objs in select(ds, sel):
+                where = self.where(model, ds)
+                chosen, counts = selections[ds.name]
+                self.counters.add("objects_in_files", ds.num_annotations(), where)
+                for k, v in {**ds.skipped, **counts}.items():
+                    self.counters.add(k, v, where)
+                for entry, objs in chosen:
                     todo = [o for o in objs if (self.label(model), str(model.weights_id), ds.name, entry.image_id, o.object_id) not in done]
-                    self.counters.already_done += len(objs) - len(todo)
+                    self.counters.add("already_done", len(objs) - len(todo), where)
                     if todo:
                         work.append((model, ds, entry, todo))
         return work
 
-    def write_meta(self, threads: int) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def check_resume(self) -> None:
+        """A run folder holding records of another version of a dataset is a configuration error."""
         meta_path = self.run_dir / "run.json"
-        prev = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        # resume keys name the dataset, not its content: a re-rendered or edited dataset must not reuse old records
+        try:
+            prev = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{meta_path} is unreadable ({e}); choose another --run or delete the folder") from None
         old_fp = (prev.get("settings", {}).get("extra") or {}).get("dataset_fingerprints") or {}
         new_fp = (self.cfg.extra or {}).get("dataset_fingerprints") or {}
         changed = sorted(d for d in set(old_fp) & set(new_fp) if old_fp[d] != new_fp[d])
         if changed:
             raise ConfigError(f"run folder {self.run_dir} holds records of a different version of dataset(s) {changed} "
                               "(files changed since); choose another --run or delete the folder")
+
+    def prepare(self):
+        """Every check that can stop the run, then the work list; nothing is written yet."""
+        self.check_resume()
+        return self.plan()
+
+    def write_meta(self, threads: int) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        meta_path = self.run_dir / "run.json"
+        prev = json.loads(meta_path.read_text()) if meta_path.is_file() else {}  # check_resume read it already
         cfg = asdict(self.cfg)
         cfg["models"] = [self.label(m) for m in self.models]
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -229,8 +310,8 @@ class Runner:
             return self._run(threads)
 
     def _run(self, threads: int) -> Counters:
+        work = self.prepare()  # configuration errors stop here, before run.json
         self.write_meta(threads)
-        work = self.plan()
         total = sum(len(t) for *_, t in work)
         log.info("%d objects to run (%d already done)", total, self.counters.already_done)
         self.warm_up(work)
@@ -245,7 +326,7 @@ class Runner:
                 bar.update(len(todo))
                 bar.set_postfix(failed=self.counters.failed, model=self.label(model), refresh=False)
         bar.close()
-        summary = asdict(self.counters)
+        summary = self.counters.summary()
         summary["shard"] = f"{k}/{n}"
         _atomic_json(self.run_dir / f"summary-{k}of{n}.json", summary)
         return self.counters
@@ -256,7 +337,9 @@ class Runner:
                         shard=f"{self.cfg.shard[0]}/{self.cfg.shard[1]}", **kw)
 
     def _failed(self, model, ds, entry, object_id, reason: str, **kw) -> dict:
-        self.counters.fail(f"{self.label(model)} {ds.name} image {entry.image_id} object {object_id}: {reason}")
+        kind = re.split(r"[:\s]", reason, maxsplit=1)[0] or "other"  # image / mask / prompt / predict / set_image ...
+        self.counters.fail(f"{self.label(model)} {ds.name} image {entry.image_id} object {object_id}: {reason}",
+                           self.where(model, ds), kind)
         return self._base(model, ds, entry, object_id, status=STATUS_FAILED, reason=reason, **kw)
 
     def run_image(self, model, ds, entry, todo) -> list[dict]:
@@ -267,8 +350,9 @@ class Runner:
             image = ds.load_image(entry)
             image = model_registry.check_image(image, f"image {entry.image_id}")
             masks = ds.load_masks(entry, ids)
-        except (ItemError, ValueError, TypeError) as e:
-            return [self._failed(model, ds, entry, oid, f"image: {e}") for oid in ids]
+        except Exception as e:  # whatever the adapter raises costs only this image's objects
+            msg = str(e) if isinstance(e, (ItemError, ValueError, TypeError)) else f"{type(e).__name__}: {e}"
+            return [self._failed(model, ds, entry, oid, f"image: {msg}") for oid in ids]
         h, w = image.shape[:2]
         sel = self.cfg.selection()
         prompts, objs, gts = [], [], []
@@ -282,10 +366,10 @@ class Runner:
                 continue
             area = int(np.count_nonzero(m))
             if area == 0:
-                self.counters.empty_masks_skipped += 1
+                self.counters.add("empty_masks_skipped", 1, self.where(model, ds))
                 continue
-            if not sel.area_ok(area / (h * w)):
-                self.counters.area_filtered += 1
+            if not sel.area_ok(area / (h * w)):  # selection decided on the same pixel count; kept as a guard
+                self.counters.add("area_filtered", 1, self.where(model, ds))
                 continue
             try:
                 prompts.append(Prompt.from_mask(m, object_id=oid, image_id=entry.image_id))
@@ -332,7 +416,7 @@ class Runner:
                 met = {"iou": None, "boundary_iou": None, "pred_area_px": int(np.count_nonzero(pred))}
                 reason = f"IoU n/a: weights {model.weights_id!r} (untrained or no model)"
             common.pop("area_px"), common.pop("area_ratio")
-            self.counters.ok += 1
+            self.counters.add("ok", 1, self.where(model, ds))
             rows.append(self._base(model, ds, entry, oid, status=STATUS_OK, reason=reason,
                                    iou=met["iou"], boundary_iou=met["boundary_iou"], pred_area_px=met["pred_area_px"],
                                    area_px=prompt.area, area_ratio=prompt.area / (h * w), time_object=t_obj,

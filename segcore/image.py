@@ -1,7 +1,14 @@
-"""Images in and out: the one check every model applies, and decoding that names the item on failure."""
+"""Images in and out: the one check every model applies, and decoding that names the item on failure.
+
+Every decoder here returns RGB uint8 HWC. Images stored with more than 8 bits per sample (16-bit PNG/TIFF,
+common in microscopy and depth data) are scaled by their own bit depth, never clipped: PIL's convert("RGB")
+clips a 16-bit value to 255, which turns almost every pixel white.
+"""
 from __future__ import annotations
 
 import numpy as np
+
+MIN_SIDE = 2  # the norm frame x_n = 2·col/(W−1) − 1 needs W ≥ 2 (and H ≥ 2)
 
 
 class ItemError(ValueError):
@@ -19,18 +26,85 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name}: expected shape (H, W, 3), got {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"{name}: empty image of shape {image.shape}")
+    if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
+        # a 1-pixel side has no normalised frame (division by W−1 = 0): every model would return garbage or nothing
+        raise ValueError(f"{name}: image of {image.shape[1]}×{image.shape[0]} pixels is too small; "
+                         f"at least {MIN_SIDE}×{MIN_SIDE} is needed")
     return np.ascontiguousarray(image[:, :, :3])
 
 
+def _scale_to_uint8(values: np.ndarray, bits: int) -> np.ndarray:
+    """Unsigned integers of `bits` bits -> uint8 by v·255/(2^bits − 1), rounded: full range maps to full range."""
+    top = (1 << bits) - 1
+    v = values.astype(np.uint64)
+    return ((v * 255 + top // 2) // top).astype(np.uint8)
+
+
+def _pil_bits(im) -> int | None:
+    """Bits per sample of a PIL image in a 32-bit integer mode ('I'), from the file's own header when known."""
+    if im.format == "PNG":  # PNG has at most 16 bits per sample; older Pillow opens 16-bit grey as 'I'
+        return 16
+    tags = getattr(im, "tag_v2", None)  # TIFF BitsPerSample
+    if tags is not None and 258 in tags:
+        b = tags[258]
+        b = b[0] if isinstance(b, tuple) else b
+        return int(b) if b else None
+    return None
+
+
+def pil_to_rgb8(im, what: str) -> np.ndarray:
+    """A PIL image of any mode -> RGB uint8 HWC. High bit depths are scaled (not clipped); float images, whose
+    range no header states, are refused with the reason."""
+    mode = im.mode
+    if mode.startswith("I;16"):
+        grey = _scale_to_uint8(np.asarray(im).astype(np.uint16), 16)
+    elif mode == "I":
+        bits = _pil_bits(im)
+        arr = np.asarray(im)
+        if bits is None or not 8 < bits <= 32:
+            raise ItemError(f"{what}: 32-bit integer image ({im.format or 'unknown format'}) with no stated bit depth; "
+                            "convert it to 8 or 16 bits")
+        if arr.size and arr.min() < 0:
+            raise ItemError(f"{what}: integer image with negative values; convert it to unsigned 8 or 16 bits")
+        grey = _scale_to_uint8(np.minimum(arr.astype(np.int64), (1 << bits) - 1), bits)
+    elif mode == "F":
+        raise ItemError(f"{what}: floating-point image (mode F) has no defined value range; convert it to 8 or 16 bits")
+    else:  # 8-bit modes; Pillow itself reduces 16-bit RGB(A) PNGs to 8 bits per channel by their high byte
+        return np.asarray(im.convert("RGB"))
+    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+
+
+def array_to_rgb8(arr: np.ndarray, what: str) -> np.ndarray:
+    """A raw stored image array ((H,W), (H,W,1|3|4); uint8, uint16 or bool) -> RGB uint8 HWC, scaled by its dtype."""
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise ItemError(f"{what}: raw image array of shape {arr.shape} is not (H, W), (H, W, 3) or (H, W, 4)")
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = _scale_to_uint8(arr, 16)
+    elif arr.dtype == bool:
+        out = arr.astype(np.uint8) * 255
+    else:
+        raise ItemError(f"{what}: raw image array of dtype {arr.dtype}; expected uint8, uint16 or bool")
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(out[:, :, :3])
+
+
 def decode_image_bytes(data: bytes, what: str) -> np.ndarray:
-    """JPEG/PNG bytes -> RGB uint8 HWC with PIL; raises ItemError naming `what` on failure."""
+    """JPEG/PNG/TIFF bytes -> RGB uint8 HWC with PIL; raises ItemError naming `what` on failure."""
     import io
 
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(bytes(data))) as im:
-            return np.asarray(im.convert("RGB"))
+            return pil_to_rgb8(im, what)
+    except ItemError:
+        raise
     except Exception as e:  # PIL raises many types for broken files
         raise ItemError(f"{what}: cannot decode image ({type(e).__name__}: {e})") from None
 
@@ -41,6 +115,19 @@ def read_image_file(path, what: str | None = None) -> np.ndarray:
     what = what or str(path)
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return pil_to_rgb8(im, f"{what} ({path})")
+    except ItemError:
+        raise
     except Exception as e:
         raise ItemError(f"{what}: cannot read image {path} ({type(e).__name__}: {e})") from None
+
+
+def image_file_size(path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels; raises ItemError naming the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Exception as e:
+        raise ItemError(f"cannot read the size of image {path} ({type(e).__name__}: {e})") from None

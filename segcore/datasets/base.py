@@ -53,11 +53,32 @@ class Dataset:
 
     def __init__(self):
         self._index: list[ImageEntry] | None = None
+        # annotations in the file that never reach the index, by reason (crowd_skipped, image_not_in_file,
+        # other_split): with the index's objects they add up to num_annotations()
+        self.skipped: dict[str, int] = {}
 
     def index(self) -> list[ImageEntry]:
+        """Built once; a file that cannot be indexed at all is a DatasetError (a configuration error)."""
         if self._index is None:
-            self._index = self._build_index()
+            try:
+                self._index = self._build_index()
+            except DatasetError:
+                raise
+            except Exception as e:
+                raise DatasetError(f"dataset {self.name}: cannot read its index ({type(e).__name__}: {e})") from None
         return self._index
+
+    def num_annotations(self) -> int:
+        """Every object the file holds, including those the index leaves out (see `skipped`)."""
+        indexed = len(self)  # builds the index, which fills `skipped`
+        return indexed + sum(self.skipped.values())
+
+    def mask_areas(self, entry: ImageEntry, object_ids: Sequence[str]) -> dict:
+        """{id: (mask pixels, image pixels) | ItemError}: exact, from the decoded masks (adapters may do it cheaper)."""
+        out = {}
+        for oid, m in self.load_masks(entry, object_ids).items():
+            out[oid] = m if isinstance(m, Exception) else (int(np.count_nonzero(m)), int(np.asarray(m).size))
+        return out
 
     def _build_index(self) -> list[ImageEntry]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -8,8 +8,8 @@ from typing import Sequence
 import numpy as np
 
 from ..hdf5 import REQUIRED, decode_mask
+from ..image import array_to_rgb8
 from .base import Dataset, DatasetError, ImageEntry, ItemError, ObjectEntry, decode_image_bytes
-
 
 
 class FlipHdf5Dataset(Dataset):
@@ -54,6 +54,23 @@ class FlipHdf5Dataset(Dataset):
     def _build_index(self) -> list[ImageEntry]:
         f = self.file
         idx = np.asarray(f["image_instance_indices"][:], dtype=np.int64)
+        n_masks = int(f["instance_masks"].shape[0])
+        if idx.ndim != 2 or idx.shape[1] != 2:
+            raise DatasetError(f"{self.path}: image_instance_indices has shape {idx.shape}, expected (N, 2)")
+        # each mask row belongs to at most one image: overlapping or out-of-range [first, count] would score a mask
+        # under the wrong image
+        bad = [i for i, (first, count) in enumerate(idx) if first < 0 or count < 0 or first + count > n_masks]
+        if bad:
+            raise DatasetError(f"{self.path}: image_instance_indices of image row(s) {bad[:10]} point outside the "
+                               f"{n_masks} stored masks")
+        owner = np.full(n_masks, -1, np.int64)
+        for i, (first, count) in enumerate(idx):
+            taken = owner[first:first + count]
+            if (taken >= 0).any():
+                j = int(taken[taken >= 0][0])
+                raise DatasetError(f"{self.path}: image rows {j} and {i} both claim mask row(s) "
+                                   f"{(np.flatnonzero(taken >= 0) + first)[:5].tolist()} (duplicated objects)")
+            owner[first:first + count] = i
         ids = np.asarray(f["coco_image_ids"][:]) if "coco_image_ids" in f else None
         entries = []
         for i, (first, count) in enumerate(idx):
@@ -63,7 +80,12 @@ class FlipHdf5Dataset(Dataset):
             # ids from the file can repeat across splits; the row index keeps them unique
             image_id = f"{i}" if ids is None else f"{i}:{int(ids[i])}"
             entries.append(ImageEntry(image_id, None, None, objs, key=i))
+        orphans = int((owner < 0).sum())
+        self.skipped = {"image_not_in_file": orphans} if orphans else {}
         return entries
+
+    def num_annotations(self) -> int:
+        return int(self.file["instance_masks"].shape[0])
 
     def load_image(self, entry: ImageEntry) -> np.ndarray:
         i = entry.key
@@ -71,8 +93,8 @@ class FlipHdf5Dataset(Dataset):
             data = self.file["rgb_images"][i]
         except Exception as e:
             raise ItemError(f"image {entry.image_id}: cannot read from {self.path} ({e})") from None
-        if data.ndim == 3:  # the loader also accepts raw arrays
-            return np.ascontiguousarray(data.astype(np.uint8))
+        if np.asarray(data).ndim >= 2:  # the authors' loader also accepts raw (H, W[, C]) arrays
+            return array_to_rgb8(data, f"image {entry.image_id}")
         return decode_image_bytes(data, f"image {entry.image_id}")
 
     def load_masks(self, entry: ImageEntry, object_ids: Sequence[str]) -> dict:
