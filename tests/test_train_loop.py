@@ -175,3 +175,23 @@ def test_dataloader_workers_see_the_shared_group_counts(tiny_data):
     assert torch.equal(rest[-1]["group_counts"][0], new)  # after the prefetched ones, the new split arrives
     stale = sum(not torch.equal(b["group_counts"][0], new) for b in rest)
     assert stale <= 2  # num_workers · prefetch_factor batches in flight (+ the one being built)
+
+
+def test_validation_runs_the_live_model_in_memory(tiny_data, tmp_path):
+    """The trainer's held-out check: the model object itself, the neutral adapters and metrics, no files written."""
+    import os
+
+    from flip.training.validate import held_out, validate
+    from flip.variants import create_model
+    from flip.weights import reference_onnx
+
+    subset = held_out(str(tiny_data / "annotations.json"), limit=6, seed=0)
+    assert sum(len(objs) for _, objs in subset[1]) == 6
+    before = set(os.listdir(tmp_path))
+    untrained = validate(create_model("flip-tiny"), subset, "pixel", "exact")
+    assert untrained["objects"] == 6 and untrained["failed"] == 0 and set(os.listdir(tmp_path)) == before
+    if reference_onnx().is_file():  # the authors' weights segment the ellipses: the number means something
+        import flip
+
+        trained = validate(flip.pretrained("flip-tiny.authors"), subset, "per-axis", "authors")
+        assert trained["iou"] > 0.6 > untrained["iou"], (trained, untrained)
