@@ -217,10 +217,15 @@ def main(argv=None) -> int:
         print(f"shard {opts['shard'][0]}/{opts['shard'][1]} done. When every shard has finished: "
               f"python -m benchmark.report {run_dir} --merge")
     if opts["report"] and (opts["shard"][1] == 1 or opts["executor"] != "local"):
+        from segcore.records import record_files
+
         from .report import make_report
 
-        out = make_report(run_dir, merge=True, latest=opts["latest"])
-        print(f"report: {out}")
+        if record_files(run_dir):
+            out = make_report(run_dir, merge=True, latest=opts["latest"])
+            print(f"report: {out}")
+        else:
+            print(f"no records in {run_dir}: no report")
     why = counters.nothing_succeeded() if counters is not None else None
     if why:
         print(f"error: {why}", file=sys.stderr)

@@ -21,7 +21,7 @@ from segcore.datasets import Dataset, DatasetError, ItemError, Selection, open_d
 from .machine import machine_info
 from .timing import MODEL_PHASES, amortised, object_phases, tokens_of
 from segcore.metrics import object_metrics
-from segcore.records import STATUS_FAILED, STATUS_OK, RecordWriter, done_keys, make_row
+from segcore.records import STATUS_FAILED, STATUS_OK, RecordWriter, key_of, make_row, read_rows
 
 log = logging.getLogger("benchmark")
 
@@ -101,10 +101,15 @@ class Counters:
         d["counters_add_up"] = self.accounted() == self.objects_in_files
         return d
 
+    already_ok = 0  # of already_done, the objects whose earlier record is ok (not a field: no report column)
+
     def nothing_succeeded(self) -> str | None:
-        """Why no object succeeded in this invocation, or None when some did (or there was nothing left to do)."""
-        if self.ok or (self.already_done and not self.failed):
+        """Why no selected object has succeeded, in this invocation or an earlier one of the run; None if some did."""
+        if self.ok or self.already_ok:
             return None
+        if not self.failed and self.already_done:
+            return (f"nothing succeeded: the {self.already_done} selected object(s) failed in earlier invocations "
+                    "(see records; rerun with --retry-failed after fixing the cause)")
         if self.failed:
             kinds = ", ".join(f"{k}: {n}" for k, n in sorted(self.failure_kinds.items(), key=lambda kv: -kv[1]))
             hint = ""
@@ -123,7 +128,11 @@ def _atomic_json(path: Path, obj) -> None:
 
 @contextmanager
 def torch_threads(threads: int | None):
-    """torch's intra-op thread count for the duration of a run; the caller's setting comes back afterwards."""
+    """torch's intra-op thread count for the duration of a run; the caller's setting comes back afterwards.
+    When no model has loaded torch (model-free references, NumPy models) it is not loaded for this."""
+    if "torch" not in sys.modules:
+        yield threads
+        return
     import torch
 
     before = torch.get_num_threads()
@@ -198,7 +207,10 @@ class Runner:
         """The work list; every object of every dataset file is counted once per model (Counters). An empty
         selection is a configuration error, raised before run.json is written."""
         sel = self.cfg.selection()
-        done = done_keys(self.run_dir, self.cfg.retry_failed) if self.run_dir.exists() else set()
+        done = {}  # key -> earlier status; failed records are redone with --retry-failed
+        for r in read_rows(self.run_dir) if self.run_dir.exists() else []:
+            if not (self.cfg.retry_failed and r["status"] != STATUS_OK):
+                done[key_of(r)] = r["status"]
         selections = {}
         for ds in self.datasets:
             chosen, counts = select_counted(ds, sel)
@@ -218,8 +230,10 @@ class Runner:
                 for k, v in {**ds.skipped, **counts}.items():
                     self.counters.add(k, v, where)
                 for entry, objs in chosen:
-                    todo = [o for o in objs if (self.label(model), str(model.weights_id), ds.name, entry.image_id, o.object_id) not in done]
+                    keys = [(self.label(model), str(model.weights_id), ds.name, entry.image_id, o.object_id) for o in objs]
+                    todo = [o for o, k in zip(objs, keys) if k not in done]
                     self.counters.add("already_done", len(objs) - len(todo), where)
+                    self.counters.already_ok += sum(done.get(k) == STATUS_OK for k in keys)
                     if todo:
                         work.append((model, ds, entry, todo))
         return work

@@ -139,7 +139,7 @@ def _file_digest(f: Path, cache: dict) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
-    if time.time() - max(st.st_mtime, st.st_ctime) > RACY_SECONDS:
+    if time.time() - st.st_mtime > RACY_SECONDS:  # ctime in the key catches a later edit that restores mtime
         cache[key] = stamp + [digest]
         cache["_dirty"] = True
     return digest
