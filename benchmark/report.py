@@ -42,8 +42,9 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-")
 
 
-_COUNTER_NAMES = {"ok": "OK", "failed": "Failed", "empty_masks_skipped": "Empty masks skipped",
-                  "area_filtered": "Filtered by area", "already_done": "Already done"}
+_COUNTER_NAMES = {"objects_in_files": "Objects in files (× models)", "ok": "OK", "failed": "Failed",
+                  "empty_masks_skipped": "Empty masks skipped", "area_filtered": "Filtered by area",
+                  "already_done": "Already done"}  # the outcomes after the first add up to it (benchmark.runner.OUTCOMES)
 
 
 def counters_table(run_dir: Path) -> tables.Table:
