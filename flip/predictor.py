@@ -200,13 +200,14 @@ class FlipPredictor:
     def _predict_5sigma(self, cache, active, boxes, masks):
         with self.timer("decoder"):
             grids, q_lens = [], []
-            for x0, y0, x1, y1 in boxes:
-                xs = torch.arange(x0, x1 + 1, device=self.device, dtype=torch.float32)
-                ys = torch.arange(y0, y1 + 1, device=self.device, dtype=torch.float32)
-                gy, gx = torch.meshgrid(*self._model_xy(xs, ys)[::-1], indexing="ij")
-                grids.append(torch.stack((gx, gy), -1).reshape(-1, 2))
+            for x0, y0, x1, y1 in boxes:  # NumPy: the same float32 values as torch, without ~10 op dispatches per object
+                mx, my = self._model_xy(np.arange(x0, x1 + 1, dtype=np.float32), np.arange(y0, y1 + 1, dtype=np.float32))
+                grid = np.empty((len(my), len(mx), 2), np.float32)
+                grid[..., 0], grid[..., 1] = mx[None, :], my[:, None]
+                grids.append(grid.reshape(-1, 2))
                 q_lens.append(grids[-1].shape[0])
-            logits = self._decode(cache, torch.cat(grids), q_lens)
+            coords = torch.from_numpy(grids[0] if len(grids) == 1 else np.concatenate(grids)).to(self.device)
+            logits = self._decode(cache, coords, q_lens)
         with self.timer("postprocess"):
             fg = (logits > 0).cpu().numpy()
             off = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import ort_backend
 from .block import EncoderLayer
 from .config import FlipConfig
 from .decoder import KVCache, PixelDecoder
@@ -26,6 +27,9 @@ class FLIP(nn.Module):
             for i in range(cfg.layers))
         self.mask_extractor = PixelDecoder(c, h, cfg.mlp_expansion, cfg.alpha, cfg.pos_mlp_hidden)
         self._position_weights = FoldCache()
+        # "auto" (onnxruntime for CPU inference where it measured faster), "onnxruntime" or "torch"; None: the
+        # FLIP_INFERENCE_BACKEND environment variable, else "auto" (flip/modeling/ort_backend.py)
+        self.inference_backend: str | None = None
 
     @property
     def patch_sizes(self) -> tuple:
@@ -33,6 +37,8 @@ class FLIP(nn.Module):
 
     def encode(self, batch: TokenBatch, mode: str = "auto") -> KVCache:
         """Encoder forward for every object in the batch → per-object keys/values for the pixel predictor."""
+        if ort_backend.use_for_encoder(self, batch.positions.device, mode):
+            return ort_backend.encode(self, batch)
         x, e, seqlens = self.sparsify(batch)
         # All position MLPs of all layers (+ decoder key/value) depend only on e: evaluate them together, once.
         mlps = [m for layer in self.layers for m in layer.attention.position_mlps()]
@@ -50,6 +56,8 @@ class FLIP(nn.Module):
 
     def decode(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 4096,
                workers: int = 1) -> torch.Tensor:
+        if ort_backend.use_for_decoder(self, coords.device, mode, q_lens, cache.kv_lens):
+            return ort_backend.decode(self, cache, coords, q_lens, workers)
         return self.mask_extractor.query(cache, coords, q_lens, mode, chunk, workers)
 
     def forward(self, batch: TokenBatch, coords: torch.Tensor, q_lens=None, mode: str = "auto") -> torch.Tensor:

@@ -122,8 +122,20 @@ class SiLU(nn.SiLU):
 
 # ------------------------------------------------------------------------------------------------ inference folds
 def fast_path() -> bool:
-    """Folded-weight inference path: only without autograd (training needs the plain graph) and outside ort_order()."""
-    return not torch.is_grad_enabled() and not ort_order_enabled()
+    """Folded-weight inference path: only without autograd (training needs the plain graph), outside ort_order() and
+    outside plain_graph() (ONNX export traces plain torch ops, never oneDNN's)."""
+    return not torch.is_grad_enabled() and not ort_order_enabled() and not getattr(_state, "plain", False)
+
+
+@contextlib.contextmanager
+def plain_graph():
+    """Inside this block the modules run plain torch ops (no oneDNN calls, no weight caches): what ONNX export traces."""
+    prev = getattr(_state, "plain", False)
+    _state.plain = True
+    try:
+        yield
+    finally:
+        _state.plain = prev
 
 
 class FoldCache:

@@ -1,0 +1,387 @@
+"""onnxruntime execution of the project's own FLIP for CPU inference (docs/speed.md).
+
+Why: a small object costs FLIP ~100 torch ops per encoder layer stack and per decoder call, each with 5-15 µs of
+dispatch overhead; onnxruntime runs a fused graph at ~1-2 µs per node. So for the short sequences of FLIP (≤ 520 tokens
+per object) and small query sets, the model that is loaded (the project's modules and whatever weights they hold) is
+exported with torch.onnx.export and run in onnxruntime with full graph optimisation.
+
+Two graphs per model, one object per run (hierarchical decoding calls the decoder once per level):
+  encoder  per patch size: patches flattened as the first Linear of that patch embedding reads them
+           (p ≤ 4: (n, 3·p·p) channel-major; p = 8, 16: (n, 16·3·s·s), the 4×4 grid of s×s sub-patches cell by cell),
+           coords (n, 2); position (1, 6)  →  k, v (T, C): the pixel decoder's keys/values (registers last, as FLIP.encode).
+           An empty patch size is a zero-row input. No Reshape touches a patch-count axis (the shared sub-patch Linear
+           of the 8/16 embeddings is one block-diagonal product), so graph optimisation can stay on: onnxruntime's
+           optimiser rewrites a Reshape of the authors' graph so that it fails on empty sizes (reference README).
+  decoder  k, v (T, C), position (1, 6), coords (m, 2)  →  logits (m,).
+Folded at export (exact algebra, as the torch fast path): LayerNorm affines into the QKV product, α scalars into the
+products they scale, the decoder tail (256→64→1) into one vector.
+
+Sessions: one intra-op thread, no spinning, sequential (flip/runtime.py: the thread budget goes to independent query
+chunks through parallel_map; onnxruntime's run releases the GIL). Built once per model and weights (kept in memory,
+rebuilt when any parameter changes), never written into the repository.
+Choice per call (`use_for_encoder`, `use_for_decoder`): CPU, inference (no autograd), attention mode "auto", float32,
+model.inference_backend / FLIP_INFERENCE_BACKEND ∈ {auto, onnxruntime, torch}; "auto" uses the measured crossovers below.
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+import warnings
+import weakref
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import numerics
+from .attention import packed_attention
+from .position import _stacked_weights, relative_embedding, run_position_mlps
+
+BACKENDS = ("auto", "onnxruntime", "torch")
+SUPPORTED_PATCH_SIZES = (1, 2, 4, 8, 16)
+OPSET = 17
+# Crossovers measured on the real model, 1 thread (scripts/bench_flip.py --backends; docs/speed.md). onnxruntime wins
+# the encoder at every size FLIP produces (≤ 512 + registers tokens: 3.2 vs 6-7 ms at 504 tokens, 0.34 vs 1.7 ms at 58).
+# The decoder: onnxruntime up to ORT_MAX_DECODER_QUERIES queries per object, or up to ORT_MAX_DECODER_QUERIES_LONG when
+# the object has ≥ ORT_LONG_KV keys; above, torch's oneDNN attention (per-head products, denormals flushed) is faster
+# (e.g. 520 keys: 2048 queries 4.4 vs 4.8 ms, 8192 queries 20 vs 18 ms; 91 keys, 2048 queries: 2.5 vs 2.1 ms).
+ORT_MAX_DECODER_QUERIES = 1024
+ORT_MAX_DECODER_QUERIES_LONG = 4096
+ORT_LONG_KV = 256
+ORT_DECODER_CHUNK = 4096  # queries per decoder run: scores (H × chunk × T × 4 B ≈ 8 MB at T = 520) stay cache-friendly
+
+
+def backend_of(model) -> str:
+    b = getattr(model, "inference_backend", None) or os.environ.get("FLIP_INFERENCE_BACKEND") or "auto"
+    if b not in BACKENDS:
+        raise ValueError(f"unknown FLIP inference backend {b!r}; choose one of {BACKENDS}")
+    return b
+
+
+_available: dict = {}
+
+
+def available() -> bool:
+    if "ok" not in _available:
+        try:
+            import onnxruntime  # noqa: F401
+            _available["ok"] = True
+        except ImportError:
+            _available["ok"] = False
+    return _available["ok"]
+
+
+def supported(model, device: torch.device, mode: str) -> bool:
+    """onnxruntime can run this call: CPU float32 inference, attention "auto", a patch-size set it knows."""
+    return (device.type == "cpu" and mode == "auto" and numerics.fast_path()
+            and set(model.patch_sizes) <= set(SUPPORTED_PATCH_SIZES)
+            and model.sparsify.registers.dtype == torch.float32 and available())
+
+
+def use_for_encoder(model, device, mode: str) -> bool:
+    b = backend_of(model)
+    return b != "torch" and supported(model, device, mode)
+
+
+def use_for_decoder(model, device, mode: str, q_lens, kv_lens) -> bool:
+    b = backend_of(model)
+    if b == "torch" or not supported(model, device, mode):
+        return False
+    if b == "onnxruntime":
+        return True
+    return all(int(q) <= (ORT_MAX_DECODER_QUERIES_LONG if int(n) >= ORT_LONG_KV else ORT_MAX_DECODER_QUERIES)
+               for q, n in zip(q_lens, kv_lens))
+
+
+# ------------------------------------------------------------------------------------------------ export modules
+def _first_linear(emb):
+    """(weight, bias, rest) of one patch embedding for flattened input: p ≤ 4 as is; p = 8/16: the sub-patch Linear
+    applied to 16 cells then flattened == one block-diagonal Linear on the cell-by-cell flattened patch."""
+    layers = emb.layers
+    if emb.patch_size <= 4:
+        return layers[1].weight, layers[1].bias, nn.Sequential(*layers[2:])
+    lin = layers[1]
+    return torch.block_diag(*[lin.weight] * 16), lin.bias.repeat(16), nn.Sequential(*layers[3:])
+
+
+def flatten_patches(p: np.ndarray, patch_size: int) -> np.ndarray:
+    """(n, 3, p, p) float → the encoder graph's layout for that size (see the module docstring)."""
+    n = p.shape[0]
+    width = 3 * patch_size * patch_size
+    if patch_size <= 4:
+        return np.ascontiguousarray(p.reshape(n, width), dtype=np.float32)
+    s = patch_size // 4
+    return np.ascontiguousarray(p.reshape(n, 3, 4, s, 4, s).transpose(0, 2, 4, 1, 3, 5).reshape(n, width), dtype=np.float32)
+
+
+class EncoderGraph(nn.Module):
+    """One object: flattened patches + coords per size, position (1, 6) → decoder k, v (T, C)."""
+
+    def __init__(self, model):
+        super().__init__()
+        tok = model.sparsify
+        self.num_sizes = len(tok.patch_sizes)
+        self.channels = model.cfg.channels
+        firsts = [_first_linear(e) for e in tok.patch_embeddings]
+        self.first_w = nn.ParameterList([nn.Parameter(w.detach().clone()) for w, _, _ in firsts])
+        self.first_b = nn.ParameterList([nn.Parameter(b.detach().clone()) for _, b, _ in firsts])
+        self.rests = nn.ModuleList([r for _, _, r in firsts])
+        self.registers = tok.registers
+        self.register_embeddings = tok.register_embeddings
+        dec = model.mask_extractor
+        self.mlps = [m for layer in model.layers for m in layer.attention.position_mlps()] + [dec.attention.key,
+                                                                                             dec.attention.value]
+        self.stacked = _stacked_weights(self.mlps) if len(self.mlps) > 1 else None
+        self.layers = []
+        for layer in model.layers:
+            att = layer.attention
+            w, b = numerics.fold_layernorm_linears([att.q[0], att.k[0], att.v[0]], [att.q[1], att.k[1], att.v[1]])
+            a_out = att.alpha
+            ffb = layer.mlp
+            a_ffb = ffb.alpha * layer.alpha
+            self.layers.append(dict(qkv_w=w, qkv_b=b, eps=att.q[0].eps, heads=att.heads, pos=att.with_position,
+                                    out_w=att.out[1].weight * a_out, out_b=att.out[1].bias * a_out,
+                                    norm=ffb.norm, w1=ffb.weight1, b1=ffb.bias1, w2=ffb.weight2 * a_ffb,
+                                    b2=ffb.bias2 * a_ffb))
+        pre = dec.preprocess
+        self.pre = dict(norm=pre.norm, w1=pre.weight1, b1=pre.bias1, w2=pre.weight2 * pre.alpha, b2=pre.bias2 * pre.alpha)
+        self.kv = dec.attention
+
+    def _positions(self, e):
+        """run_position_mlps with its stacked weights: one product for all first layers, two batched products."""
+        w1, b1, w2, b2, w3, b3 = self.stacked
+        m, hid = w2.shape[0], w2.shape[1]
+        h = F.silu(e @ w1 + b1)  # (n, M·h)
+        h = h.reshape(-1, m, hid).transpose(0, 1)  # (M, n, h)
+        out = F.silu(h @ w2 + b2) @ w3 + b3  # (M, n, C)
+        return out.unbind(0)
+
+    def _ffb(self, x, f):
+        h = F.silu(F.linear(F.layer_norm(x, (self.channels,), f["norm"].weight, f["norm"].bias, f["norm"].eps), f["w1"], f["b1"]))
+        return F.linear(h, f["w2"], f["b2"])
+
+    def forward(self, *inputs):
+        s = self.num_sizes
+        patches, coords, position = inputs[:s], inputs[s:2 * s], inputs[2 * s]
+        feats = [rest(F.linear(p, w, b)) for p, w, b, rest in zip(patches, self.first_w, self.first_b, self.rests)]
+        x = torch.cat(feats + [self.registers])
+        e = torch.cat([relative_embedding(position, torch.cat(list(coords))), self.register_embeddings])
+        pos = run_position_mlps(self.mlps, e) if self.stacked is None else self._positions(e)
+        n = x.shape[0]
+        i = 0
+        for L in self.layers:
+            xn = F.layer_norm(x, (self.channels,), None, None, L["eps"])
+            q, k, v = F.linear(xn, L["qkv_w"], L["qkv_b"]).chunk(3, dim=1)
+            if L["pos"]:
+                q, k, v = q + pos[i], k + pos[i + 1], v + pos[i + 2]
+                i += 3
+            o = packed_attention(q, k, v, L["heads"], [n], [n], "loop")
+            x = x + F.linear(o, L["out_w"], L["out_b"])
+            x = x + self._ffb(x, L)
+        x = x + self._ffb(x, self.pre)
+        return self.kv.keys_values(x, pos[-2], pos[-1])
+
+
+class DecoderGraph(nn.Module):
+    """One object: k, v (T, C), position (1, 6), query coords (m, 2) → logits (m,)."""
+
+    def __init__(self, model):
+        super().__init__()
+        dec = model.mask_extractor
+        self.channels = model.cfg.channels
+        self.att = dec.attention
+        post = dec.postprocess
+        w, v, c = dec._fold_tail()
+        w1 = post.weight1 * post.norm.weight[None, :]
+        b1 = post.weight1 @ post.norm.bias + post.bias1
+        self.tail = dict(eps=post.norm.eps, w1=w1, b1=b1, w=w, v=v, c=c)
+
+    def forward(self, k, v, position, coords):
+        att, t = self.att, self.tail
+        q = att.query(relative_embedding(position, coords))
+        o = att.out(packed_attention(q, k, v, att.heads, [q.shape[0]], [k.shape[0]], "loop"))
+        h = F.silu(F.linear(F.layer_norm(o, (self.channels,), None, None, t["eps"]), t["w1"], t["b1"]))
+        return o @ t["w"] + h @ t["v"] + t["c"]
+
+
+def _frozen_copy(model):
+    """A CPU float32 copy of the model without autograd (its tensors enter the graph as constants). A fresh module with
+    the weights, not a deepcopy: the model's weight caches may hold oneDNN tensors that cannot be copied."""
+    m = type(model)(model.cfg)
+    m.load_state_dict({k: v.detach().cpu().float() for k, v in model.state_dict().items()})
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def _export(module: nn.Module, args: tuple, input_names, output_names, dynamic_axes) -> bytes:
+    buf = io.BytesIO()
+    for p in module.parameters():  # folded weights become graph constants; the model's own parameters stay untouched
+        p.requires_grad_(False)
+    with numerics.plain_graph(), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shape arithmetic; the graphs are checked by the parity tests
+        torch.onnx.export(module, args, buf, dynamo=False, opset_version=OPSET, input_names=list(input_names),
+                          output_names=list(output_names), dynamic_axes=dynamic_axes, do_constant_folding=True)
+    return buf.getvalue()
+
+
+def export_encoder(model) -> bytes:
+    sizes = model.patch_sizes
+    with torch.no_grad():
+        graph = EncoderGraph(_frozen_copy(model)).eval()
+    rng = torch.Generator().manual_seed(0)
+    patches = tuple(torch.rand(3, w.shape[1], generator=rng) for w in graph.first_w)
+    coords = tuple(torch.rand(3, 2, generator=rng) for _ in sizes)
+    position = torch.tensor([[0.0, 0.0, 0.2, 0.1, 0.8, 0.6]])
+    names = [f"patches_p{p}" for p in sizes] + [f"coords_p{p}" for p in sizes] + ["position"]
+    dyn = {n: {0: f"n{p}"} for p, n in zip(sizes * 2, names[:-1])}
+    dyn.update(k={0: "tokens"}, v={0: "tokens"})
+    return _export(graph, patches + coords + (position,), names, ["k", "v"], dyn)
+
+
+def export_decoder(model) -> bytes:
+    c = model.cfg.channels
+    with torch.no_grad():
+        graph = DecoderGraph(_frozen_copy(model)).eval()
+    args = (torch.randn(20, c), torch.randn(20, c), torch.tensor([[0.0, 0.0, 0.2, 0.1, 0.8, 0.6]]), torch.rand(7, 2))
+    return _export(graph, args, ["k", "v", "position", "coords"], ["logits"],
+                   dict(k={0: "tokens"}, v={0: "tokens"}, coords={0: "queries"}, logits={0: "queries"}))
+
+
+def session(onnx_bytes: bytes, optimize: bool = True):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+
+
+class Sessions:
+    def __init__(self, model):
+        self.patch_sizes = tuple(model.patch_sizes)
+        self.patch_names = [f"patches_p{p}" for p in self.patch_sizes]
+        self.coord_names = [f"coords_p{p}" for p in self.patch_sizes]
+        self.encoder = session(export_encoder(model))
+        self.decoder = session(export_decoder(model))
+
+
+_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+
+
+def _weights_key(params) -> tuple:
+    """Changes whenever a parameter is updated in place (version counter) or the module moves (storage address).
+    ~200 parameters: a few tens of µs, paid once per encode (the decoder reuses the encoder's sessions)."""
+    try:
+        return (params[0].data_ptr(),) + tuple([p._version for p in params])
+    except RuntimeError:  # inference tensors carry no version counter (they cannot be updated in place)
+        return tuple([p.data_ptr() for p in params])
+
+
+def sessions(model) -> Sessions:
+    """The model's onnxruntime sessions, exported on first use and again whenever a parameter changes.
+    Kept beside the model (weak reference), never deep-copied or pickled with it, never written to disk."""
+    with _cache_lock:
+        entry = _cache.get(model)
+        if entry is None:  # (listing the parameters of a module tree costs ~0.5 ms: once per model)
+            entry = _cache[model] = [list(model.parameters()), None, None]
+        key = _weights_key(entry[0])
+        if entry[1] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                entry[2] = Sessions(model)
+            entry[1] = key
+        return entry[2]
+
+
+# ------------------------------------------------------------------------------------------------ execution
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.numpy() if t.device.type == "cpu" and not t.requires_grad else t.detach().cpu().numpy()
+
+
+def encode(model, batch):
+    """KVCache of a TokenBatch through the encoder graph, one object per run (same layout as FLIP.encode)."""
+    from .decoder import KVCache
+
+    sess = sessions(model)
+    counts = batch.counts
+    nb = batch.num_objects
+    sizes = sess.patch_sizes
+    flat = [flatten_patches(_numpy(p), ps) for p, ps in zip(batch.patches, sizes)]
+    coords = [_numpy(c) for c in batch.coords]
+    positions = _numpy(batch.positions).astype(np.float32, copy=False)
+    if nb == 1:  # (the common call: one object per predict)
+        feeds = dict(zip(sess.patch_names, flat))
+        feeds.update(zip(sess.coord_names, coords))
+        feeds["position"] = positions
+        k, v = sess.encoder.run(None, feeds)
+    else:
+        starts = np.concatenate([np.zeros((1, counts.shape[1]), np.int64), np.cumsum(counts, 0)])
+        ks, vs = [], []
+        for b in range(nb):
+            feeds = {"position": positions[b:b + 1]}
+            for s in range(counts.shape[1]):
+                a, z = starts[b, s], starts[b + 1, s]
+                feeds[sess.patch_names[s]] = flat[s][a:z]
+                feeds[sess.coord_names[s]] = coords[s][a:z]
+            k, v = sess.encoder.run(None, feeds)
+            ks.append(k)
+            vs.append(v)
+        k, v = np.concatenate(ks), np.concatenate(vs)
+    cache = KVCache(torch.from_numpy(k), torch.from_numpy(v), counts.sum(1) + model.cfg.num_registers, batch.positions)
+    cache.packed["ort"] = sess  # the decoder of the same weights: no second check of every parameter
+    return cache
+
+
+def decode(model, cache, coords: torch.Tensor, q_lens, workers: int = 1, min_parallel: int | None = None,
+           chunk: int = ORT_DECODER_CHUNK) -> torch.Tensor:
+    """Logits (Σq,) through the decoder graph: per object, in runs of ≤ chunk queries; from min_parallel queries on,
+    the runs go to `workers` threads (flip.runtime.parallel_map; each run on one onnxruntime thread)."""
+    from .decoder import MIN_PARALLEL_QUERIES
+
+    sess = (cache.packed.get("ort") or sessions(model)).decoder
+    q = _numpy(coords).astype(np.float32, copy=False)
+    k, v = _numpy(cache.k), _numpy(cache.v)
+    pos = _numpy(cache.positions).astype(np.float32, copy=False)
+    if len(q_lens) == 1 and q.shape[0] <= chunk and k.shape[0]:  # (the common call: one object, one run)
+        return torch.from_numpy(sess.run(None, {"k": k, "v": v, "position": pos, "coords": q})[0].reshape(-1))
+    min_parallel = MIN_PARALLEL_QUERIES if min_parallel is None else min_parallel
+    q_lens = np.asarray(q_lens, dtype=np.int64).reshape(-1)
+    total = int(q_lens.sum())
+    out = np.empty(total, np.float32)
+    kv_off = np.concatenate([[0], np.cumsum(cache.kv_lens)])
+    parallel = workers > 1 and total >= min_parallel
+    if parallel:  # about 4 runs per worker, so a descheduled worker costs at most one small run
+        chunk = max(1024, min(chunk, -(-total // (4 * workers))))
+    items = []
+    qa = 0
+    for b, nq in enumerate(q_lens):
+        nq = int(nq)
+        for s in range(qa, qa + nq, chunk):
+            items.append((b, s, min(s + chunk, qa + nq)))
+        qa += nq
+
+    def run(item):
+        b, s, e = item
+        ka, kz = kv_off[b], kv_off[b + 1]
+        if kz == ka:  # an object without tokens (never produced by encode): softmax over nothing
+            out[s:e] = 0.0
+            return
+        out[s:e] = sess.run(None, {"k": k[ka:kz], "v": v[ka:kz], "position": pos[b:b + 1], "coords": q[s:e]})[0].reshape(-1)
+
+    if parallel and len(items) > 1:
+        from ..runtime import parallel_map
+
+        parallel_map(run, items, workers)
+    else:
+        for it in items:
+            run(it)
+    return torch.from_numpy(out)
