@@ -48,7 +48,9 @@ def load_state_dict(model: str, path: Path, key: str | None = None) -> dict:
     if key is not None and isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
         obj = obj[key]
     if not isinstance(obj, dict):
-        raise WeightsError(f"{model}: {path} holds a {type(obj).__name__}, expected a state dict")
+        from segcore.safe_load import describe_refused
+
+        raise WeightsError(f"{model}: {path}: " + (describe_refused(obj) or f"holds a {type(obj).__name__}, expected a state dict"))
     return obj
 
 

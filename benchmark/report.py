@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots, stats, tables
+from .machine import code_version
 from .models import iou_is_meaningful
 from segcore.records import SCHEMA_VERSION, merge as merge_records, read_frame, record_files
 
@@ -272,16 +272,6 @@ class ReportContext:
         except OSError:
             load = None
         return cls(time.strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)"), time.strftime("%Z, UTC%z"), load, code_version(ROOT))
-
-
-def code_version(repo: Path) -> str:
-    """git describe of the code tree (with -dirty when it has uncommitted edits); 'unknown' outside git."""
-    try:
-        out = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty", "--tags"], capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _pct(x: float) -> str:

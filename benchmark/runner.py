@@ -18,7 +18,7 @@ from segcore.prompt import Prompt, PromptError
 
 from . import models as model_registry
 from segcore.datasets import Dataset, DatasetError, ItemError, Selection, open_dataset, select_counted
-from .machine import machine_info
+from .machine import code_version, machine_info
 from .timing import MODEL_PHASES, amortised, object_phases, tokens_of
 from segcore.metrics import object_metrics
 from segcore.records import STATUS_FAILED, STATUS_OK, RecordWriter, key_of, make_row, read_rows
@@ -266,7 +266,8 @@ class Runner:
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         models = {self.label(m): self.describe_model(m) for m in self.models}
         invocation = {"started": now, "argv": list(self.cfg.extra.get("argv") or sys.argv), "settings": cfg,
-                      "models": models, "torch_threads": threads, "machine": machine_info()}
+                      "models": models, "torch_threads": threads, "machine": machine_info(),
+                      "code_version": code_version(), "time_zone": time.strftime("%Z, UTC%z")}
         if self.cfg.config_file:
             try:
                 invocation["config_file_text"] = Path(self.cfg.config_file).read_text()

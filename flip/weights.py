@@ -140,7 +140,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping):
-        raise WeightImportError(f"{path}: no state dict found (got {type(obj).__name__})")
+        from segcore.safe_load import describe_refused
+
+        raise WeightImportError(f"{path}: no state dict found: " + (describe_refused(obj) or f"got {type(obj).__name__}"))
     out = {}
     for k, v in obj.items():
         key = strip_prefix(str(k))

@@ -102,6 +102,8 @@ def resolve(model: str, files: Sequence[WeightFile], path=None, download: bool |
     if path is not None:
         paths = [Path(p).expanduser() for p in ([path] if isinstance(path, (str, os.PathLike)) else path)]
         for p in paths:
+            if p.is_dir():
+                raise WeightsError(f"{model}: weights path {p} is a folder; pass the weights file inside it")
             if not p.is_file():
                 raise WeightsError(f"{model}: weights file {p} does not exist")
         return paths

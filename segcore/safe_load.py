@@ -99,6 +99,14 @@ def safe_torch_load(path: str | os.PathLike):
         raise UnsafeFileError(f"{path}: cannot be read safely ({_why(e)})") from None
 
 
+def describe_refused(obj) -> str | None:
+    """When a file's top-level object is a placeholder (a pickled call or class, not data), say what it named."""
+    if isinstance(obj, Opaque):
+        return (f"it holds a pickled {type(obj)._qualname} object, not weights: refused "
+                "(nothing from the file was run)")
+    return None
+
+
 def state_dict_of(obj, prefix: str = "") -> "OrderedDict[str, object]":
     """Tensors of a pickled nn.Module tree read as placeholders (parameters and persistent buffers)."""
     import torch

@@ -110,9 +110,11 @@ def test_weights_files_never_run_code(tmp_path):
     assert not marker.exists()
     assert m.weights_id.startswith("file:evil.ckpt")
     torch.save(Evil(), tmp_path / "evil2.pt")
-    with pytest.raises(W.WeightImportError):
+    with pytest.raises(W.WeightImportError, match=r"pickled posix.system object, not weights: refused \(nothing"):
         flip.pretrained("flip-tiny", path=tmp_path / "evil2.pt")
     assert not marker.exists()
+    with pytest.raises(FileNotFoundError, match="is a folder; pass the weights file"):
+        flip.pretrained("flip-tiny", path=tmp_path)
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 10])
