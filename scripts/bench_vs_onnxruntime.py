@@ -9,7 +9,12 @@ Both sides get the same weights (the authors' FLIP-Tiny, flip-tiny-fused.onnx) a
   authors  flip.authors_pipeline: their C sampler compiled from ../shared/reference/authors-sampler/ext plus their ONNX
            in onnxruntime (graph optimisation off, intra-op threads = N, onnxruntime's defaults otherwise).
 Each object's time is one full predict call (Gaussian → patches → encoder → decoder → mask), after one untimed warm-up
-object per side. The order alternates per object (AB, BA, AB, ...), so drifting machine load hits both alike.
+object per side; with --repeats R each side runs R times per object, alternating (AB BA AB ... then BA AB ... for the next
+object), and the object's time per side is the fastest of its R (the least disturbed by other processes on a shared
+machine; the same rule for both sides). Drifting machine load hits both alike.
+The project side runs its default inference path: onnxruntime for the encoder and small decoder calls (the project's own
+modules exported, flip/modeling/ort_backend.py), torch above the measured crossover; `--project-backend torch` forces
+the torch path for comparison.
 Per area bucket (mask area / image area) it prints the median time of each side and the median of the per-object
 ratios project/authors (< 1: the project is faster), plus the mean IoU between the two sides' masks (a sanity check:
 the same model on the same kind of patches). Prints and writes figures only; asserts nothing.
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 
 from flip.authors_pipeline import AuthorsPipeline, reference_dir
+from flip.modeling.ort_backend import backend_of
 from flip.predictor import FlipPredictor
 
 try:  # the harness's dataset adapters (moving from benchmark.datasets to segcore.datasets)
@@ -82,7 +88,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / u) if u else 1.0
 
 
-def run(data, threads: int, mode: str, model, onnx: Path, seed: int) -> list[dict]:
+def run(data, threads: int, mode: str, model, onnx: Path, seed: int, repeats: int = 1) -> list[dict]:
     pred = FlipPredictor(model, mode=mode, device="cpu", seed=seed, threads=threads)
     ref = AuthorsPipeline(onnx, threads=threads)
     rows = []
@@ -103,12 +109,13 @@ def run(data, threads: int, mode: str, model, onnx: Path, seed: int) -> list[dic
             if first:  # warm-up (lazy weight packing, onnxruntime's first run)
                 a(), b()
                 first = False
-            order = (a, b) if k % 2 == 0 else (b, a)
-            t, out = {}, {}
-            for fn in order:
-                t0 = time.perf_counter()
-                out[fn] = fn()
-                t[fn] = time.perf_counter() - t0
+            t, out = {a: float("inf"), b: float("inf")}, {}
+            for rep in range(max(1, repeats)):
+                order = (a, b) if (k + rep) % 2 == 0 else (b, a)
+                for fn in order:
+                    t0 = time.perf_counter()
+                    out[fn] = fn()
+                    t[fn] = min(t[fn], time.perf_counter() - t0)
             rows.append(dict(image=image_id, object=oid, area_ratio=ratio, project_s=t[a], authors_s=t[b],
                              ratio=t[a] / t[b], iou_between=iou(out[a], out[b]), tokens=int(pred.last_tokens[0]),
                              authors_tokens=int(sum(ref.last_counts)),
@@ -157,12 +164,17 @@ def main(argv=None):
     ap.add_argument("--min-pixels", type=int, default=4, help="skip masks smaller than this")
     ap.add_argument("--seed", type=int, default=0, help="object sample and sampler seeds")
     ap.add_argument("--onnx", type=Path, default=None, help="authors' FLIP-Tiny ONNX (default: the shared reference)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per object and side, alternating (fastest kept)")
+    ap.add_argument("--project-backend", default=None, choices=["auto", "onnxruntime", "torch"],
+                    help="the project's inference backend (default: its own default, FLIP_INFERENCE_BACKEND or auto)")
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. what else ran on the machine)")
     ap.add_argument("--out", type=Path, default=None, help="write OUT.json (all rows) and OUT.md (the table)")
     args = ap.parse_args(argv)
 
     onnx = args.onnx or reference_dir() / "flip-tiny-fused.onnx"
     model = project_model(onnx)
+    if args.project_backend:
+        model.inference_backend = args.project_backend
     data = load_objects(args.data, args.limit, args.seed, args.min_pixels)
     n_obj = sum(len(x[2]) for x in data)
     print(f"{args.data}: {len(data)} images, {n_obj} objects; sampler rule of the project side: "
@@ -172,14 +184,15 @@ def main(argv=None):
         for threads in args.threads:
             la0 = os.getloadavg()
             t0 = time.time()
-            rows = run(data, threads, mode, model, onnx, args.seed)
+            rows = run(data, threads, mode, model, onnx, args.seed, args.repeats)
             blocks.append(dict(mode=mode, threads=threads, loadavg_start=la0, loadavg_end=os.getloadavg(),
                                seconds=time.time() - t0, summary=summarize(rows), rows=rows))
             print(table([{k: v for k, v in blocks[-1].items()}]).split("\n", 2)[2], flush=True)
     md = table(blocks)
     print("\n" + md)
     meta = dict(data=args.data, objects=n_obj, images=len(data), threads=args.threads, modes=args.modes, seed=args.seed,
-                note=args.note, sampler_compat=getattr(model, "sampler_compat", "exact"),
+                note=args.note, repeats=args.repeats, limit=args.limit,
+                project_backend=backend_of(model), sampler_compat=getattr(model, "sampler_compat", "exact"),
                 omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), torch=torch.__version__, python=platform.python_version(),
                 cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
                 onnxruntime=__import__("onnxruntime").__version__, date=time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -190,7 +203,8 @@ def main(argv=None):
         os.replace(tmp, args.out.with_suffix(".json"))
         head = (f"# Project FLIP-Tiny vs the authors' pipeline: {args.data}\n\n{n_obj} objects in {len(data)} images; "
                 f"same weights (authors' FLIP-Tiny) on both sides; project sampler rule `{meta['sampler_compat']}`; "
-                f"OMP_WAIT_POLICY={meta['omp_wait_policy']}; {meta['date']}; torch {meta['torch']}, onnxruntime "
+                f"OMP_WAIT_POLICY={meta['omp_wait_policy']}; project backend `{meta['project_backend']}`; fastest of "
+                f"{args.repeats} alternating runs per object and side; {meta['date']}; torch {meta['torch']}, onnxruntime "
                 f"{meta['onnxruntime']}, {meta['cpus']} CPUs.\n\nMachine load: {args.note or 'see load avg column'}\n\n")
         args.out.with_suffix(".md").write_text(head + md + "\n")
         print(f"wrote {args.out.with_suffix('.json')} and .md")
