@@ -10,6 +10,7 @@ SIZES = (1, 2, 4, 8, 16)
 
 
 def reference_onnx() -> Path:
+    """The authors' FLIP-Tiny ONNX for parity tests: ../shared/reference, or a copy named by FLIP_REFERENCE_ONNX."""
     env = os.environ.get("FLIP_REFERENCE_ONNX")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "reference" / "flip-tiny-fused.onnx"
 

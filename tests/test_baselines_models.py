@@ -18,8 +18,8 @@ LIGHT = ["mobilesam", "efficientsam-t", "fastsam-s"]
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("BASELINES_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("BASELINES_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FLIP_SUITE_DOWNLOAD", raising=False)
 
 
 def _run(seg, img=None, ps=None):

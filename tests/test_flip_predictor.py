@@ -122,7 +122,6 @@ def test_unknown_mode():
 @pytest.mark.parametrize("mode", ["5sigma", "hierarchical"])
 def test_authors_weights_segment_synthetic_objects(mode, monkeypatch):
     """With the authors' weights the predictor segments clean synthetic objects well (sanity, not a benchmark)."""
-    monkeypatch.setenv("FLIP_REFERENCE_ONNX", str(reference_onnx()))
     img, masks = _scene()
     seg = flip.create_segmenter("flip-tiny", weights=str(reference_onnx()), mode=mode, device="cpu")
     assert seg.predictor.convention == "per-axis"

@@ -169,8 +169,7 @@ def test_onnx_import_uses_every_initializer():
 
 @needs_ref
 def test_pretrained_finds_shared_reference(monkeypatch, tmp_path):
-    monkeypatch.setenv("FLIP_WEIGHTS_DIR", str(tmp_path))
-    monkeypatch.setenv("FLIP_REFERENCE_ONNX", str(REF))
+    monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path))  # an empty cache: found through ../shared/reference
     m = flip.pretrained("flip-tiny")
     assert m.weights_id == "authors:flip-tiny-fused.onnx@sha256:ef53c2774528"
     assert m.gaussian_convention == "per-axis"
