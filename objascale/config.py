@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,16 +181,14 @@ def parse_shard(s: str) -> tuple[int, int]:
 
 
 def load_toml(path: str | Path) -> dict:
-    p = Path(path)
+    """A TOML or YAML config file (the suite's one loader, segcore.config); a [objascale] table or top-level keys."""
+    from segcore.config import ConfigFileError, load_config_file
+
     try:
-        with p.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {p}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
-    data = data.get("objascale", data)  # allow a [objascale] table or top-level keys
-    return data
+        data = load_config_file(path)
+    except ConfigFileError as e:
+        raise ConfigError(str(e)) from None
+    return data.get("objascale", data)
 
 
 def build_config(preset: str | None = None, file_values: dict | None = None, overrides: dict | None = None) -> Config:
