@@ -42,12 +42,13 @@ from .position import CLIP, _stacked_weights, run_position_mlps
 BACKENDS = ("auto", "onnxruntime", "torch")
 SUPPORTED_PATCH_SIZES = (1, 2, 4, 8, 16)
 OPSET = 17
-# Crossovers measured on the real model, 1 thread (scripts/bench_flip.py --backends; docs/speed.md). onnxruntime wins
-# the encoder at every size FLIP produces (≤ 512 + registers tokens: 3.2 vs 6-7 ms at 504 tokens, 0.34 vs 1.7 ms at 58).
-# The decoder: onnxruntime up to ORT_MAX_DECODER_QUERIES queries per object, or up to ORT_MAX_DECODER_QUERIES_LONG when
-# the object has ≥ ORT_LONG_KV keys; above, torch's oneDNN attention (per-head products, denormals flushed) is faster
-# (e.g. 520 keys: 2048 queries 4.4 vs 4.8 ms, 8192 queries 20 vs 18 ms; 91 keys, 2048 queries: 2.5 vs 2.1 ms).
-ORT_MAX_DECODER_QUERIES = 1024
+# Crossovers measured on the real model, 1 thread (`scripts/bench_flip.py --decoder-sweep`; docs/speed.md). onnxruntime
+# wins the encoder at every size FLIP produces (≤ 512 + registers tokens: ~4 vs 6-7 ms at ~500 tokens, 0.3 vs 1.7 ms at
+# ~60). The decoder: onnxruntime up to ORT_MAX_DECODER_QUERIES queries per object, or ORT_MAX_DECODER_QUERIES_LONG when
+# the object has ≥ ORT_LONG_KV keys; above, torch's oneDNN attention (per-head products, denormals flushed) is as fast
+# or faster. Sweep at load 1.7, ORT/torch: 91 keys 0.71 (400 q), 0.98 (2048), 1.07 (4096); 520 keys 0.67 (400),
+# 0.91 (2048), 1.02 (4096), 1.04 (8192).
+ORT_MAX_DECODER_QUERIES = 2048
 ORT_MAX_DECODER_QUERIES_LONG = 4096
 ORT_LONG_KV = 256
 ORT_DECODER_CHUNK = 4096  # queries per decoder run: scores (H × chunk × T × 4 B ≈ 8 MB at T = 520) stay cache-friendly
@@ -116,10 +117,10 @@ def _relative(coords, mu, w):
     return ((coords - mu) @ w).clamp(-CLIP, CLIP)
 
 
-def _attend(q, k, v, heads: int, channels: int):
-    """softmax(q_h k_hᵀ/√d) v_h for every head, one sequence, with constant reshapes."""
+def _attend(q, k, v, heads: int, channels: int, scaled: bool = False):
+    """softmax(q_h k_hᵀ/√d) v_h for every head, one sequence, with constant reshapes (scaled: q already carries 1/√d)."""
     d = channels // heads
-    qh = (q * d ** -0.5).reshape(-1, heads, d).transpose(0, 1)  # (H, m, d)
+    qh = (q if scaled else q * d ** -0.5).reshape(-1, heads, d).transpose(0, 1)  # (H, m, d)
     kh = k.reshape(-1, heads, d).permute(1, 2, 0)  # (H, d, n)
     vh = v.reshape(-1, heads, d).transpose(0, 1)  # (H, n, d)
     return torch.softmax(qh @ kh, dim=-1).matmul(vh).transpose(0, 1).reshape(-1, channels)
@@ -224,14 +225,19 @@ class DecoderGraph(nn.Module):
         w, v, c = dec._fold_tail()
         w1 = post.weight1 * post.norm.weight[None, :]
         b1 = post.weight1 @ post.norm.bias + post.bias1
-        self.tail = dict(eps=post.norm.eps, w1=w1, b1=b1, w=w, v=v, c=c)
+        scale = (self.channels // self.att.heads) ** -0.5
+        last = self.att.query[4]
+        self.tail = dict(eps=post.norm.eps, w1=w1, b1=b1, wv=torch.cat([w, v]), c=c, q_w=last.weight * scale,
+                         q_b=last.bias * scale)
 
     def forward(self, k, v, mu, w, coords):
         att, t = self.att, self.tail
-        q = att.query(_relative(coords, mu, w))
-        o = att.out(_attend(q, k, v, att.heads, self.channels))
+        e = _relative(coords, mu, w)
+        h = F.silu(att.query[2](F.silu(att.query[0](e))))
+        q = F.linear(h, t["q_w"], t["q_b"])  # the query MLP's last layer with the 1/√d of the scores folded in
+        o = att.out(_attend(q, k, v, att.heads, self.channels, scaled=True))
         h = F.silu(F.linear(F.layer_norm(o, (self.channels,), None, None, t["eps"]), t["w1"], t["b1"]))
-        return o @ t["w"] + h @ t["v"] + t["c"]
+        return torch.cat([o, h], dim=1) @ t["wv"] + t["c"]  # o·w + h·v + c as one product
 
 
 def _frozen_copy(model):
@@ -294,13 +300,29 @@ def session(onnx_bytes: bytes, optimize: bool = True, threads: int = 1):
     return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
 
 
+class _Runner:
+    """session.run for feeds this module built itself: the compiled session's run directly, without the Python
+    wrapper's per-call re-validation of input names (~10 µs a call; a small object's whole encoder is ~0.25 ms).
+    Falls back to the public run when the binding does not expose it."""
+
+    def __init__(self, sess):
+        self.session = sess
+        self.outputs = [o.name for o in sess.get_outputs()]
+        inner = getattr(sess, "_sess", None)
+        self._run = (lambda feeds: inner.run(self.outputs, feeds, None)) if inner is not None and hasattr(inner, "run") \
+            else (lambda feeds: sess.run(self.outputs, feeds))
+
+    def run(self, _outputs, feeds):
+        return self._run(feeds)
+
+
 class Sessions:
     def __init__(self, model):
         self.patch_sizes = tuple(model.patch_sizes)
         self.patch_names = [f"patches_p{p}" for p in self.patch_sizes]
         self.coord_names = [f"coords_p{p}" for p in self.patch_sizes]
-        self.encoder = session(export_encoder(model))
-        self.decoder = session(export_decoder(model))
+        self.encoder = _Runner(session(export_encoder(model)))
+        self.decoder = _Runner(session(export_decoder(model)))
 
 
 _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
