@@ -35,10 +35,11 @@ class FLIP(nn.Module):
     def patch_sizes(self) -> tuple:
         return self.cfg.patch_sizes
 
-    def encode(self, batch: TokenBatch, mode: str = "auto") -> KVCache:
-        """Encoder forward for every object in the batch → per-object keys/values for the pixel predictor."""
+    def encode(self, batch: TokenBatch, mode: str = "auto", workers: int = 1) -> KVCache:
+        """Encoder forward for every object in the batch → per-object keys/values for the pixel predictor.
+        workers: the CPU thread budget (used by the onnxruntime path; the torch path runs on the caller's threads)."""
         if ort_backend.use_for_encoder(self, batch.positions.device, mode):
-            return ort_backend.encode(self, batch)
+            return ort_backend.encode(self, batch, workers)
         x, e, seqlens = self.sparsify(batch)
         # All position MLPs of all layers (+ decoder key/value) depend only on e: evaluate them together, once.
         mlps = [m for layer in self.layers for m in layer.attention.position_mlps()]
@@ -56,7 +57,7 @@ class FLIP(nn.Module):
 
     def decode(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 4096,
                workers: int = 1) -> torch.Tensor:
-        if ort_backend.use_for_decoder(self, coords.device, mode, q_lens, cache.kv_lens):
+        if ort_backend.use_for_decoder(self, coords.device, mode, q_lens, cache.kv_lens, workers):
             return ort_backend.decode(self, cache, coords, q_lens, workers)
         return self.mask_extractor.query(cache, coords, q_lens, mode, chunk, workers)
 

@@ -51,7 +51,12 @@ OPSET = 17
 ORT_MAX_DECODER_QUERIES = 2048
 ORT_MAX_DECODER_QUERIES_LONG = 4096
 ORT_LONG_KV = 256
-ORT_DECODER_CHUNK = 4096  # queries per decoder run: scores (H × chunk × T × 4 B ≈ 8 MB at T = 520) stay cache-friendly
+ORT_DECODER_CHUNK = 4096
+# Thread budget > 1 (flip/runtime.py): the decoder's query runs go to parallel_map from this many queries of one call
+# (runs of ≥ ORT_MIN_PARALLEL_CHUNK), the encoder splits its products from this many tokens of one object.
+ORT_MIN_PARALLEL_QUERIES = 2048
+ORT_MIN_PARALLEL_CHUNK = 512
+ENCODER_PARALLEL_TOKENS = 256  # queries per decoder run: scores (H × chunk × T × 4 B ≈ 8 MB at T = 520) stay cache-friendly
 
 
 def backend_of(model) -> str:
@@ -86,11 +91,14 @@ def use_for_encoder(model, device, mode: str) -> bool:
     return b != "torch" and supported(model, device, mode)
 
 
-def use_for_decoder(model, device, mode: str, q_lens, kv_lens) -> bool:
+def use_for_decoder(model, device, mode: str, q_lens, kv_lens, workers: int = 1) -> bool:
+    """With a thread budget > 1 onnxruntime takes every size: its runs go to parallel_map from ORT_MIN_PARALLEL_QUERIES
+    on (torch's query chunks only from decoder.MIN_PARALLEL_QUERIES), at ≤ 8 % per-thread cost above the 1-thread
+    crossover."""
     b = backend_of(model)
     if b == "torch" or not supported(model, device, mode):
         return False
-    if b == "onnxruntime":
+    if b == "onnxruntime" or workers > 1:
         return True
     return all(int(q) <= (ORT_MAX_DECODER_QUERIES_LONG if int(n) >= ORT_LONG_KV else ORT_MAX_DECODER_QUERIES)
                for q, n in zip(q_lens, kv_lens))
@@ -317,12 +325,30 @@ class _Runner:
 
 
 class Sessions:
+    """Encoder and decoder sessions of one model state. The decoder always runs on one onnxruntime thread (the thread
+    budget goes to independent query runs, parallel_map); `encoder_for(threads)` is the encoder with that many intra-op
+    threads (one object's encoder has no independent parts: its products are split instead; no spinning, so a
+    descheduled helper costs at most its current shard)."""
+
     def __init__(self, model):
         self.patch_sizes = tuple(model.patch_sizes)
         self.patch_names = [f"patches_p{p}" for p in self.patch_sizes]
         self.coord_names = [f"coords_p{p}" for p in self.patch_sizes]
-        self.encoder = _Runner(session(export_encoder(model)))
+        self._encoder_bytes = export_encoder(model)
+        self.encoder = _Runner(session(self._encoder_bytes))
         self.decoder = _Runner(session(export_decoder(model)))
+        self._encoders = {1: self.encoder}
+        self._lock = threading.Lock()
+
+    def encoder_for(self, threads: int) -> _Runner:
+        threads = max(1, int(threads))
+        runner = self._encoders.get(threads)
+        if runner is None:
+            with self._lock:
+                runner = self._encoders.get(threads)
+                if runner is None:
+                    runner = self._encoders[threads] = _Runner(session(self._encoder_bytes, threads=threads))
+        return runner
 
 
 _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -358,13 +384,15 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy() if t.device.type == "cpu" and not t.requires_grad else t.detach().cpu().numpy()
 
 
-def encode(model, batch):
+def encode(model, batch, workers: int = 1):
     """KVCache of a TokenBatch through the encoder graph, one object per run (same layout as FLIP.encode).
-    One onnxruntime thread: a second one measured no faster (3.8 vs 4.0 ms at 500 tokens on this shared machine)."""
+    workers > 1 (the thread budget): objects with ≥ ENCODER_PARALLEL_TOKENS tokens run on an encoder session with that
+    many intra-op threads."""
     from .decoder import KVCache
 
     sess = sessions(model)
-    encoder = sess.encoder
+    big = workers > 1 and int(batch.counts.sum(1).max()) >= ENCODER_PARALLEL_TOKENS
+    encoder = sess.encoder_for(workers) if big else sess.encoder
     counts = batch.counts
     nb = batch.num_objects
     sizes = sess.patch_sizes
@@ -399,22 +427,20 @@ def decode(model, cache, coords: torch.Tensor, q_lens, workers: int = 1, min_par
            chunk: int = ORT_DECODER_CHUNK) -> torch.Tensor:
     """Logits (Σq,) through the decoder graph: per object, in runs of ≤ chunk queries; from min_parallel queries on,
     the runs go to `workers` threads (flip.runtime.parallel_map; each run on one onnxruntime thread)."""
-    from .decoder import MIN_PARALLEL_QUERIES
-
     sess = (cache.packed.get("ort") or sessions(model)).decoder
     q = _numpy(coords).astype(np.float32, copy=False)
     k, v = _numpy(cache.k), _numpy(cache.v)
     mu, w = cache.packed.get("whitening") or whitening(_numpy(cache.positions))
-    if len(q_lens) == 1 and q.shape[0] <= chunk and k.shape[0]:  # (the common call: one object, one run)
+    min_parallel = ORT_MIN_PARALLEL_QUERIES if min_parallel is None else min_parallel
+    parallel = workers > 1 and q.shape[0] >= min_parallel
+    if len(q_lens) == 1 and q.shape[0] <= chunk and k.shape[0] and not parallel:  # (one object, one run)
         return torch.from_numpy(sess.run(None, {"k": k, "v": v, "mu": mu[0], "whiten": w[0], "coords": q})[0].reshape(-1))
-    min_parallel = MIN_PARALLEL_QUERIES if min_parallel is None else min_parallel
     q_lens = np.asarray(q_lens, dtype=np.int64).reshape(-1)
     total = int(q_lens.sum())
     out = np.empty(total, np.float32)
     kv_off = np.concatenate([[0], np.cumsum(cache.kv_lens)])
-    parallel = workers > 1 and total >= min_parallel
     if parallel:  # about 4 runs per worker, so a descheduled worker costs at most one small run
-        chunk = max(1024, min(chunk, -(-total // (4 * workers))))
+        chunk = max(ORT_MIN_PARALLEL_CHUNK, min(chunk, -(-total // (4 * workers))))
     items = []
     qa = 0
     for b, nq in enumerate(q_lens):
