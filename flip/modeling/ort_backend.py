@@ -51,12 +51,15 @@ OPSET = 17
 ORT_MAX_DECODER_QUERIES = 2048
 ORT_MAX_DECODER_QUERIES_LONG = 4096
 ORT_LONG_KV = 256
-ORT_DECODER_CHUNK = 4096
+ORT_DECODER_CHUNK = 4096  # queries per decoder run: scores (H × chunk × T × 4 B ≈ 8 MB at T = 520) stay cache-friendly
 # Thread budget > 1 (flip/runtime.py): the decoder's query runs go to parallel_map from this many queries of one call
-# (runs of ≥ ORT_MIN_PARALLEL_CHUNK), the encoder splits its products from this many tokens of one object.
-ORT_MIN_PARALLEL_QUERIES = 2048
-ORT_MIN_PARALLEL_CHUNK = 512
-ENCODER_PARALLEL_TOKENS = 256  # queries per decoder run: scores (H × chunk × T × 4 B ≈ 8 MB at T = 520) stay cache-friendly
+# (runs of ≥ ORT_MIN_PARALLEL_CHUNK, ~4 per worker), the encoder splits its products from this many tokens of one object.
+# Measured (per-object ratio to the authors' pipeline at 2 threads, A/B, load ~1-1.6): from 2048 queries 1.09-1.13,
+# from 1024 0.97-1.08, from 512 0.98-1.10, from 256 0.95-1.02; with one busy process 2 threads stay ≤ 1 thread
+# (scripts/bench_threads.py --busy: 0.90-0.97). Small runs are cheap to wait for when a helper is descheduled.
+ORT_MIN_PARALLEL_QUERIES = 256
+ORT_MIN_PARALLEL_CHUNK = 128
+ENCODER_PARALLEL_TOKENS = 256
 
 
 def backend_of(model) -> str:
