@@ -197,7 +197,9 @@ def main(argv=None) -> int:
     write_csv(rows, Path(args.out))
     Path(args.out).with_suffix(".json").write_text(json.dumps({**meta, "loadavg_end": os.getloadavg()}, indent=1))
 
-    print(f"\n{args.width}x{args.height} image, {args.objects} objects, {threads} threads, weights={args.weights}")
+    print(f"\n{args.width}x{args.height} image, {args.objects} objects, {threads} threads, weights={args.weights}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {meta['loadavg_start'][0]:.2f} (start) → "
+          f"{os.getloadavg()[0]:.2f} (end)")
     print(f"FLIP-Tiny hierarchical per small object (< 1 %): {flip_small_ms:.2f} ms")
     print("| model | params (M) | encoder ms/image | decoder ms/object | single-object ms | single ÷ FLIP-Tiny | decoder ÷ FLIP-Tiny |"
           " small object: encoder + decoder ms | ÷ FLIP-Tiny-h small |")

@@ -88,7 +88,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / u) if u else 1.0
 
 
-def run(data, threads: int, mode: str, model, onnx: Path, seed: int, repeats: int = 1) -> list[dict]:
+def run(data, threads: int, mode: str, model, onnx: Path, seed: int, repeats: int = 1, pause: float = 0.0) -> list[dict]:
     pred = FlipPredictor(model, mode=mode, device="cpu", seed=seed, threads=threads)
     ref = AuthorsPipeline(onnx, threads=threads)
     rows = []
@@ -113,6 +113,8 @@ def run(data, threads: int, mode: str, model, onnx: Path, seed: int, repeats: in
             for rep in range(max(1, repeats)):
                 order = (a, b) if (k + rep) % 2 == 0 else (b, a)
                 for fn in order:
+                    if pause:  # let the other side's thread pool go idle (onnxruntime's helpers spin after a run)
+                        time.sleep(pause)
                     t0 = time.perf_counter()
                     out[fn] = fn()
                     t[fn] = min(t[fn], time.perf_counter() - t0)
@@ -165,6 +167,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="object sample and sampler seeds")
     ap.add_argument("--onnx", type=Path, default=None, help="authors' FLIP-Tiny ONNX (default: the shared reference)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per object and side, alternating (fastest kept)")
+    ap.add_argument("--pause", type=float, default=0.0, help="seconds of sleep before every timed run (default 0: "
+                    "back to back, the authors' spinning onnxruntime helpers stay hot and may still spin into the next run)")
     ap.add_argument("--project-backend", default=None, choices=["auto", "onnxruntime", "torch"],
                     help="the project's inference backend (default: its own default, FLIP_INFERENCE_BACKEND or auto)")
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. what else ran on the machine)")
@@ -184,14 +188,14 @@ def main(argv=None):
         for threads in args.threads:
             la0 = os.getloadavg()
             t0 = time.time()
-            rows = run(data, threads, mode, model, onnx, args.seed, args.repeats)
+            rows = run(data, threads, mode, model, onnx, args.seed, args.repeats, args.pause)
             blocks.append(dict(mode=mode, threads=threads, loadavg_start=la0, loadavg_end=os.getloadavg(),
                                seconds=time.time() - t0, summary=summarize(rows), rows=rows))
             print(table([{k: v for k, v in blocks[-1].items()}]).split("\n", 2)[2], flush=True)
     md = table(blocks)
     print("\n" + md)
     meta = dict(data=args.data, objects=n_obj, images=len(data), threads=args.threads, modes=args.modes, seed=args.seed,
-                note=args.note, repeats=args.repeats, limit=args.limit,
+                note=args.note, repeats=args.repeats, limit=args.limit, pause=args.pause,
                 project_backend=backend_of(model), sampler_compat=getattr(model, "sampler_compat", "exact"),
                 omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), torch=torch.__version__, python=platform.python_version(),
                 cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
