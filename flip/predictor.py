@@ -183,7 +183,7 @@ class FlipPredictor:
         # ops on one thread, the budget spent on independent query chunks (flip/runtime.py says why)
         with intra_op_threads(1) if self.device.type == "cpu" else contextlib.nullcontext():
             with self.timer("encoder"):
-                cache = self.model.encode(batch, self.attention, workers=self._workers)
+                cache = self.model.encode(batch, self.attention)
             if self.mode == "5sigma":
                 self._predict_5sigma(cache, active, boxes, masks)
             else:

@@ -177,3 +177,4 @@ def test_sessions_follow_the_thread_policy():
     assert so.intra_op_num_threads == 1 and so.inter_op_num_threads == 1
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+

@@ -35,11 +35,10 @@ class FLIP(nn.Module):
     def patch_sizes(self) -> tuple:
         return self.cfg.patch_sizes
 
-    def encode(self, batch: TokenBatch, mode: str = "auto", workers: int = 1) -> KVCache:
-        """Encoder forward for every object in the batch → per-object keys/values for the pixel predictor.
-        workers: the CPU thread budget (used by the onnxruntime path; the torch path runs on the caller's threads)."""
+    def encode(self, batch: TokenBatch, mode: str = "auto") -> KVCache:
+        """Encoder forward for every object in the batch → per-object keys/values for the pixel predictor."""
         if ort_backend.use_for_encoder(self, batch.positions.device, mode):
-            return ort_backend.encode(self, batch, workers)
+            return ort_backend.encode(self, batch)
         x, e, seqlens = self.sparsify(batch)
         # All position MLPs of all layers (+ decoder key/value) depend only on e: evaluate them together, once.
         mlps = [m for layer in self.layers for m in layer.attention.position_mlps()]

@@ -53,13 +53,12 @@ ORT_MAX_DECODER_QUERIES_LONG = 4096
 ORT_LONG_KV = 256
 ORT_DECODER_CHUNK = 4096  # queries per decoder run: scores (H × chunk × T × 4 B ≈ 8 MB at T = 520) stay cache-friendly
 # Thread budget > 1 (flip/runtime.py): the decoder's query runs go to parallel_map from this many queries of one call
-# (runs of ≥ ORT_MIN_PARALLEL_CHUNK, ~4 per worker), the encoder splits its products from this many tokens of one object.
+# (runs of ≥ ORT_MIN_PARALLEL_CHUNK, ~4 per worker).
 # Measured (per-object ratio to the authors' pipeline at 2 threads, A/B, load ~1-1.6): from 2048 queries 1.09-1.13,
 # from 1024 0.97-1.08, from 512 0.98-1.10, from 256 0.95-1.02; with one busy process 2 threads stay ≤ 1 thread
 # (scripts/bench_threads.py --busy: 0.90-0.97). Small runs are cheap to wait for when a helper is descheduled.
 ORT_MIN_PARALLEL_QUERIES = 256
 ORT_MIN_PARALLEL_CHUNK = 128
-ENCODER_PARALLEL_TOKENS = 256
 
 
 def backend_of(model) -> str:
@@ -328,30 +327,16 @@ class _Runner:
 
 
 class Sessions:
-    """Encoder and decoder sessions of one model state. The decoder always runs on one onnxruntime thread (the thread
-    budget goes to independent query runs, parallel_map); `encoder_for(threads)` is the encoder with that many intra-op
-    threads (one object's encoder has no independent parts: its products are split instead; no spinning, so a
-    descheduled helper costs at most its current shard)."""
+    """Encoder and decoder sessions of one model state, one onnxruntime thread each: no onnxruntime thread pool exists,
+    so a process that forks after inference (DataLoader workers, multiprocessing) never inherits one (an intra-op pool
+    made forked children hang at exit), and the thread budget goes to independent query runs (parallel_map)."""
 
     def __init__(self, model):
         self.patch_sizes = tuple(model.patch_sizes)
         self.patch_names = [f"patches_p{p}" for p in self.patch_sizes]
         self.coord_names = [f"coords_p{p}" for p in self.patch_sizes]
-        self._encoder_bytes = export_encoder(model)
-        self.encoder = _Runner(session(self._encoder_bytes))
+        self.encoder = _Runner(session(export_encoder(model)))
         self.decoder = _Runner(session(export_decoder(model)))
-        self._encoders = {1: self.encoder}
-        self._lock = threading.Lock()
-
-    def encoder_for(self, threads: int) -> _Runner:
-        threads = max(1, int(threads))
-        runner = self._encoders.get(threads)
-        if runner is None:
-            with self._lock:
-                runner = self._encoders.get(threads)
-                if runner is None:
-                    runner = self._encoders[threads] = _Runner(session(self._encoder_bytes, threads=threads))
-        return runner
 
 
 _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -387,15 +372,14 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy() if t.device.type == "cpu" and not t.requires_grad else t.detach().cpu().numpy()
 
 
-def encode(model, batch, workers: int = 1):
-    """KVCache of a TokenBatch through the encoder graph, one object per run (same layout as FLIP.encode).
-    workers > 1 (the thread budget): objects with ≥ ENCODER_PARALLEL_TOKENS tokens run on an encoder session with that
-    many intra-op threads."""
+def encode(model, batch):
+    """KVCache of a TokenBatch through the encoder graph, one object per run (same layout as FLIP.encode). One thread:
+    one object's encoder is a dependent chain of ~150 nodes; an onnxruntime intra-op pool without spinning measured no
+    faster (4.14 vs 4.15 ms at ~490 tokens, load 0.6) and is not fork-safe."""
     from .decoder import KVCache
 
     sess = sessions(model)
-    big = workers > 1 and int(batch.counts.sum(1).max()) >= ENCODER_PARALLEL_TOKENS
-    encoder = sess.encoder_for(workers) if big else sess.encoder
+    encoder = sess.encoder
     counts = batch.counts
     nb = batch.num_objects
     sizes = sess.patch_sizes
