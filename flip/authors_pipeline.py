@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import importlib.util
-import math
 import os
 import shutil
 import subprocess
@@ -210,21 +209,9 @@ class AuthorsPipeline:
 
         x0, y0, x1, y1 = box
         bw, bh = x1 - x0, y1 - y0
-        iw = ih = int(math.sqrt(self.num_mask_tokens))
-        if bw > bh:
-            iw = int(iw * bw / bh)
-        elif bh > bw:
-            ih = int(ih * bh / bw)
-        s = self.scale
-        if iw * math.sqrt(s) > bw or ih * math.sqrt(s) > bh:
-            iw, ih = bw, bh
-        ratio = max(bw, bh) / max(iw, ih)
-        n = int(math.floor(math.log(ratio) / math.log(s))) if ratio > 1 else 0
-        if n > 0:
-            s = ratio ** (1.0 / n)
-        sizes = [(ih, iw)] + [(int(ih * s ** i), int(iw * s ** i)) for i in range(1, n)]
-        if sizes[-1] != (bh, bw):
-            sizes.append((bh, bw))
+        from .predictor import hierarchical_sizes  # the same schedule as the authors' (docs/flip.md §7.3)
+
+        sizes = hierarchical_sizes(bw, bh, self.num_mask_tokens, self.scale)
         mx0, mx1 = x0 / 128 - w / 256, x1 / 128 - w / 256
         my0, my1 = y0 / 128 - h / 256, y1 / 128 - h / 256
         p, tau, model = None, self.uncertainty, 0.0
