@@ -31,7 +31,7 @@ $(STAMP)-core: $(PY) pyproject.toml setup.py $(wildcard ext/*.c ext/*.h)
 	@touch $@
 
 $(STAMP)-objascale: $(STAMP)-core
-	$(PIP) install -e ".[dev,objascale]"
+	$(PIP) install -e ".[dev,objascale,objaverse]" "numpy<2"
 	@touch $@
 
 $(STAMP)-baselines: $(STAMP)-core
