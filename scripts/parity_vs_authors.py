@@ -45,10 +45,8 @@ def same_patches(ps, feeds, counts) -> bool:
 
 def run_dataset(spec: str, seg, pipe, args) -> dict:
     from flip.predictor import object_seed
-    from segcore.datasets import ItemError, Selection, open_dataset, select
-    from segcore.image import check_image
+    from segcore.datasets import ItemError, Selection, open_dataset, prompts_of, select
     from segcore.metrics import mask_iou
-    from segcore.prompt import Prompt, PromptError
 
     ds = open_dataset(spec)
     pred = seg.predictor
@@ -58,23 +56,12 @@ def run_dataset(spec: str, seg, pipe, args) -> dict:
     total = sum(len(o) for _, o in chosen)
     for entry, objs in chosen:
         try:
-            image = check_image(ds.load_image(entry))
-            masks = ds.load_masks(entry, [o.object_id for o in objs])
+            image, prompts, gts, unusable = prompts_of(ds, entry, objs)
         except (ItemError, ValueError) as e:
             print(f"  skip image {entry.image_id}: {e}", file=sys.stderr)
             skipped += len(objs)
             continue
-        prompts, gts = [], []
-        for o in objs:
-            m = masks.get(o.object_id)
-            if not isinstance(m, np.ndarray) or m.shape != image.shape[:2] or not m.any():
-                skipped += 1
-                continue
-            try:
-                prompts.append(Prompt.from_mask(m, image_id=entry.image_id, object_id=o.object_id))
-                gts.append(m)
-            except PromptError:
-                skipped += 1
+        skipped += unusable
         if not prompts:
             continue
         seg.set_image(image)

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from segcore.datasets import ItemError, Selection, open_dataset, select
+from segcore.datasets import ItemError, Selection, open_dataset, prompts_of, select
 from segcore.metrics import mask_iou
-from segcore.prompt import Prompt, PromptError
 
 SMALL = 0.01  # objects under 1 % of the image (the paper's small-object table)
 
@@ -32,22 +31,11 @@ def validate(model, subset, convention: str, sampler_compat: str | None = None, 
     try:
         for entry, objs in chosen:
             try:
-                image = ds.load_image(entry)
-                masks = ds.load_masks(entry, [o.object_id for o in objs])
+                image, prompts, gts, unusable = prompts_of(ds, entry, objs)
             except (ItemError, ValueError):
                 failed += len(objs)
                 continue
-            prompts, gts = [], []
-            for o in objs:
-                m = masks.get(o.object_id)
-                if not isinstance(m, np.ndarray) or m.shape != image.shape[:2] or not m.any():
-                    failed += 1
-                    continue
-                try:
-                    prompts.append(Prompt.from_mask(m, image_id=entry.image_id, object_id=o.object_id))
-                    gts.append(m)
-                except PromptError:
-                    failed += 1
+            failed += unusable
             if not prompts:
                 continue
             predictor.set_image(image)

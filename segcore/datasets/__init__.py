@@ -43,6 +43,7 @@ from ..hdf5 import write_flip_hdf5
 from .hdf5 import FlipHdf5Dataset
 
 __all__ = [
+    "prompts_of",
     "Dataset", "DatasetError", "ImageEntry", "ItemError", "ObjectEntry", "Sample", "CocoDataset", "ObjaScaleDataset",
     "FlipHdf5Dataset", "open_dataset", "parse_spec", "split_specs", "escape_spec", "Selection", "select",
     "select_counted", "segmentation_to_rle", "write_flip_hdf5", "dataset_fingerprint",
@@ -290,3 +291,27 @@ def select_counted(dataset: Dataset, sel: Selection) -> tuple[list[tuple[ImageEn
 def select(dataset: Dataset, sel: Selection) -> list[tuple[ImageEntry, list[ObjectEntry]]]:
     """Images with their chosen objects (see select_counted)."""
     return select_counted(dataset, sel)[0]
+
+
+def prompts_of(dataset: Dataset, entry: ImageEntry, objects) -> tuple[np.ndarray, list, list[np.ndarray], int]:
+    """One image and its chosen objects, decoded → (image, prompts carrying their ids, masks, objects unusable).
+
+    An object is unusable when its mask is missing, of another size, empty, or gives no prompt. Raises ItemError or
+    ValueError when the image or its masks cannot be read at all (the caller counts those objects)."""
+    from ..image import check_image
+    from ..prompt import Prompt, PromptError
+
+    image = check_image(dataset.load_image(entry), f"image {entry.image_id}")
+    masks = dataset.load_masks(entry, [o.object_id for o in objects])
+    prompts, gts, unusable = [], [], 0
+    for o in objects:
+        m = masks.get(o.object_id)
+        if not isinstance(m, np.ndarray) or m.shape != image.shape[:2] or not m.any():
+            unusable += 1
+            continue
+        try:
+            prompts.append(Prompt.from_mask(m, image_id=entry.image_id, object_id=o.object_id))
+            gts.append(m)
+        except PromptError:
+            unusable += 1
+    return image, prompts, gts, unusable
