@@ -141,7 +141,7 @@ def fetch(model: str, wf: WeightFile) -> Path:
         if wf.zipped_url:
             zipped = dest.with_name(dest.name + ".zip")
             os.replace(tmp, zipped)
-            _unzip(zipped, dest, keep=True)
+            _unzip(zipped, dest)
         else:
             os.replace(tmp, dest)
         got = sha256(dest)
@@ -155,7 +155,7 @@ def fetch(model: str, wf: WeightFile) -> Path:
             os.remove(tmp)
 
 
-def _unzip(zipped: Path, dest: Path, keep: bool = True) -> Path:
+def _unzip(zipped: Path, dest: Path) -> Path:
     try:
         with zipfile.ZipFile(zipped) as z:
             names = [n for n in z.namelist() if Path(n).name == dest.name]

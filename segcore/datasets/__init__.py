@@ -40,6 +40,7 @@ import numpy as np
 from .base import Dataset, DatasetError, ImageEntry, ItemError, ObjectEntry, Sample
 from .coco import CocoDataset, ObjaScaleDataset, segmentation_to_rle
 from ..hdf5 import write_flip_hdf5
+from ..hub import sha256
 from .hdf5 import FlipHdf5Dataset
 
 __all__ = [
@@ -135,11 +136,7 @@ def _file_digest(f: Path, cache: dict) -> str:
     hit = cache.get(key)
     if isinstance(hit, list) and hit[:4] == stamp and len(hit) == 5:
         return hit[4]
-    h = hashlib.sha256()
-    with open(f, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = sha256(f)
     if time.time() - st.st_mtime > RACY_SECONDS:  # ctime in the key catches a later edit that restores mtime
         cache[key] = stamp + [digest]
         cache["_dirty"] = True
