@@ -74,6 +74,9 @@ uint32_t fa_kiss(fa_rng *r);
 float fa_normal(fa_rng *r);  /* r4_nor_value */
 float fa_uniform(fa_rng *r); /* r4_uni_value */
 int fa_gaussian(const double g6[6], fa_gauss *out);
+/* rho (5, float32) → the authors' float32 norm-frame rot (6) and the pixel Gaussian g6 their wrapper derives from it
+ * for a W×H image (float64, un-widened): the C twin of flip.sampler.authors_rot_from_rho + authors_gaussian_px */
+void fa_position_from_rho(const float rho[5], int width, int height, float rot[6], double g6[6]);
 void fa_allocate(float s1w, float s2w, int num_tokens, const int *sizes, int k, float coverage, int *counts);
 int fa_extract(const fv_image *im, float cx, float cy, int p, uint8_t *out, char *err); /* one patch (tests) */
 int fa_run(const fv_image *im, const fa_gauss *g, fa_rng *r, const int *sizes, int k, const int *counts, float tau,

@@ -491,3 +491,29 @@ int fa_run(const fv_image *im, const fa_gauss *g, fa_rng *r, const int *sizes, i
     grid_free(&grid);
     return rc;
 }
+
+/* np.maximum(x, m) for a finite m: NaN propagates */
+static float fa_max(float x, float m) { return (x != x || x > m) ? x : m; }
+
+void fa_position_from_rho(const float rho[5], int width, int height, float rot[6], double g6[6]) {
+    /* each line is one IEEE float32 operation in the order of authors_rot_from_rho (no contraction: -std=c11) */
+    const float vx = rho[2], vy = rho[3], vxy = rho[4], eps = 1e-16f;
+    const float d = vx - vy;
+    const float term = sqrtf(fa_max(d * d + 4.0f * vxy * vxy, eps));
+    const float half_sum = (vx + vy) / 2.0f, half_term = term / 2.0f;
+    const float s1 = sqrtf(fa_max(half_sum - half_term, eps));
+    const float s2 = sqrtf(fa_max(half_sum + half_term, eps));
+    const float a = 2.0f * vxy * 1.0f / fa_max(vx - vy + term, eps);
+    const float b = 1.0f;
+    const float scale = sqrtf(fa_max(a * a + b * b, eps));
+    rot[0] = rho[0]; rot[1] = rho[1]; rot[2] = s1; rot[3] = s2; rot[4] = a / scale; rot[5] = b / scale;
+    /* authors_gaussian_px: μ = (m + 1)·W/2, σ = s·√2·W/2 (float32), un-widened in double */
+    const float W = (float)width, H = (float)height, r2 = (float)1.4142135623730951;
+    const double sqrt2 = 1.4142135623730951;
+    g6[0] = (double)((rot[0] + 1.0f) * W / 2.0f);
+    g6[1] = (double)((rot[1] + 1.0f) * H / 2.0f);
+    g6[2] = (double)((rot[2] * r2) * W / 2.0f) / sqrt2;
+    g6[3] = (double)((rot[3] * r2) * H / 2.0f) / sqrt2;
+    g6[4] = (double)rot[4];
+    g6[5] = (double)rot[5];
+}

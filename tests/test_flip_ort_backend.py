@@ -178,3 +178,45 @@ def test_sessions_follow_the_thread_policy():
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
+
+
+@pytest.mark.parametrize("counts", COUNTS)
+def test_sampler_arrays_go_straight_to_the_graph_with_the_token_batch_values(counts):
+    """encode_objects on one object's sampler arrays (uint8 HWC) skips the TokenBatch; keys/values are bit-identical
+    to the TokenBatch route, and the torch backend still takes the TokenBatch route."""
+    model = _model()
+    img = synthetic_image()
+    h, w = img.shape[:2]
+    P, C = crop_patches(img, np.array([120.0, 100.0]), 9.0, counts, np.random.default_rng(3))
+    pos = position(np.array([120.0, 100.0]), 9.0, 6.0, 0.8, 0.6, w, h)[None]
+    batch = TokenBatch.from_objects([P], [C], pos, (1, 2, 4, 8, 16))
+    via_batch = _run(model, "onnxruntime", lambda: model.encode(batch))
+    direct = _run(model, "onnxruntime", lambda: model.encode_objects([P], [C], pos))
+    assert torch.equal(direct.k, via_batch.k) and torch.equal(direct.v, via_batch.v)
+    assert direct.kv_lens.tolist() == via_batch.kv_lens.tolist()
+    coords = torch.rand(500, 2) * 0.4 - 0.2
+    a = _run(model, "onnxruntime", lambda: model.decode(direct, coords, [500]))
+    b = _run(model, "onnxruntime", lambda: model.decode(via_batch, coords, [500]))
+    assert torch.equal(a, b)
+    ref = _run(model, "torch", lambda: model.encode_objects([P], [C], pos))
+    assert "ort" not in ref.packed
+    assert torch.allclose(ref.k, direct.k, atol=1e-3, rtol=1e-4)
+
+
+def test_sampler_arrays_with_mismatched_counts_are_refused():
+    model = _model()
+    img = synthetic_image()
+    P, C = crop_patches(img, np.array([120.0, 100.0]), 9.0, COUNTS[0], np.random.default_rng(3))
+    C[0] = C[0][:-1]
+    pos = position(np.array([120.0, 100.0]), 9.0, 6.0, 0.8, 0.6, *img.shape[1::-1])[None]
+    with pytest.raises(ValueError, match="patches but"):
+        _run(model, "onnxruntime", lambda: model.encode_objects([P], [C], pos))
+
+
+def test_objects_of_one_batch_encode_in_parallel_to_the_same_keys_values():
+    """With a thread budget > 1 the objects of a batch run their encoder graphs concurrently: same bits as one by one."""
+    model = _model()
+    batch = _batch(list(COUNTS))
+    one = _run(model, "onnxruntime", lambda: model.encode(batch, workers=1))
+    two = _run(model, "onnxruntime", lambda: model.encode(batch, workers=2))
+    assert torch.equal(one.k, two.k) and torch.equal(one.v, two.v) and one.kv_lens.tolist() == two.kv_lens.tolist()

@@ -286,3 +286,28 @@ def test_sizes_that_cannot_fit_keep_their_budget_as_the_authors_do():
         au = S.sample_patches(img, g, 20, SIZES, 1.0, 1.0, seed=1, backend=backend, compat="authors")
         assert au.counts[3] == au.counts[4] == 0 and au.total <= 20 - want[3]
         assert all((p == 9).all() for p in au.patches)
+
+
+def test_authors_position_in_c_equals_the_numpy_chain_bit_for_bit():
+    """flip.sampler.authors_position (one C call) == authors_rot_from_rho + authors_gaussian_px (NumPy float32), on
+    ordinary, tiny, huge, degenerate and overflowing Gaussians and odd image sizes."""
+    rng = np.random.default_rng(11)
+    cases = [np.array([0.0, 0.0, 1.0, 1.0, 0.0]), np.zeros(5), np.array([0.5, -0.5, 4e-6, 4e-6, -4e-6]),
+             np.array([0.0, 0.0, 1e30, 1e30, 1e30]), np.array([0.1, 0.2, 1e-3, 0.0, 0.0])]
+    for i in range(20000):
+        k = i % 3
+        if k == 0:
+            r = np.concatenate([rng.uniform(-1, 1, 2), 10 ** rng.uniform(-12, 2, 2), rng.normal(0, 1, 1) * 10 ** rng.uniform(-12, 2)])
+        elif k == 1:
+            r = np.concatenate([rng.uniform(-1, 1, 2), rng.uniform(0, 1e-3, 2), rng.normal(0, 1e-4, 1)])
+        else:
+            r = rng.normal(0, 1, 5) * 10 ** rng.uniform(-40, 40, 5)
+        cases.append(r)
+    with np.errstate(all="ignore"):
+        for r in cases:
+            w, h = (int(v) for v in rng.integers(1, 6000, 2))
+            rot, g = S.authors_position(r, w, h)
+            rot0 = S.authors_rot_from_rho(r)
+            g0 = S.authors_gaussian_px(rot0, w, h)
+            assert rot.dtype == np.float32 and np.array_equal(rot.view(np.uint32), rot0.view(np.uint32)), r
+            assert np.array_equal(g, g0, equal_nan=True), r

@@ -2,6 +2,7 @@
 (`sparsify.*`, `layers.N.*`, `mask_extractor.*`), so their checkpoints load without renaming."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,10 +36,11 @@ class FLIP(nn.Module):
     def patch_sizes(self) -> tuple:
         return self.cfg.patch_sizes
 
-    def encode(self, batch: TokenBatch, mode: str = "auto") -> KVCache:
-        """Encoder forward for every object in the batch → per-object keys/values for the pixel predictor."""
+    def encode(self, batch: TokenBatch, mode: str = "auto", workers: int = 1) -> KVCache:
+        """Encoder forward for every object in the batch → per-object keys/values for the pixel predictor.
+        workers: CPU thread budget for independent objects (the onnxruntime path)."""
         if ort_backend.use_for_encoder(self, batch.positions.device, mode):
-            return ort_backend.encode(self, batch)
+            return ort_backend.encode(self, batch, workers)
         x, e, seqlens = self.sparsify(batch)
         # All position MLPs of all layers (+ decoder key/value) depend only on e: evaluate them together, once.
         mlps = [m for layer in self.layers for m in layer.attention.position_mlps()]
@@ -53,6 +55,16 @@ class FLIP(nn.Module):
             else:
                 x = layer(x, lens, None, mode)
         return self.mask_extractor.prepare_kv(x, pos[-2], pos[-1], seqlens, batch.positions)
+
+    def encode_objects(self, patches, coords, positions, mode: str = "auto", workers: int = 1) -> KVCache:
+        """encode() of sampler output: patches[b][s], coords[b][s] per object b and patch size s, positions (B, 6).
+        One CPU object on the onnxruntime path goes straight from the sampler's arrays to the graph."""
+        device = self.sparsify.registers.device
+        if len(patches) == 1 and ort_backend.use_for_encoder(self, device, mode) \
+                and len(patches[0]) == len(self.patch_sizes) \
+                and all(isinstance(p, np.ndarray) and p.dtype == np.uint8 and p.ndim == 4 for p in patches[0]):
+            return ort_backend.encode_sampled(self, patches[0], coords[0], positions[0])
+        return self.encode(TokenBatch.from_objects(patches, coords, positions, self.patch_sizes, device), mode, workers)
 
     def decode(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 4096,
                workers: int = 1) -> torch.Tensor:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import numerics
-from .position import CLIP, _stacked_weights, run_position_mlps
+from .position import CLIP, _stacked_weights
 
 BACKENDS = ("auto", "onnxruntime", "torch")
 SUPPORTED_PATCH_SIZES = (1, 2, 4, 8, 16)
@@ -83,9 +83,12 @@ def available() -> bool:
 
 def supported(model, device: torch.device, mode: str) -> bool:
     """onnxruntime can run this call: CPU float32 inference, attention "auto", a patch-size set it knows."""
-    return (device.type == "cpu" and mode == "auto" and numerics.fast_path()
-            and set(model.patch_sizes) <= set(SUPPORTED_PATCH_SIZES)
-            and model.sparsify.registers.dtype == torch.float32 and available())
+    if device.type != "cpu" or mode != "auto" or not numerics.fast_path():
+        return False
+    sizes_ok = model.__dict__.get("_ort_sizes_ok")  # fixed by the architecture: checked once per model
+    if sizes_ok is None:
+        sizes_ok = model.__dict__["_ort_sizes_ok"] = set(model.patch_sizes) <= set(SUPPORTED_PATCH_SIZES) and available()
+    return sizes_ok and model.sparsify.registers.dtype == torch.float32
 
 
 def use_for_encoder(model, device, mode: str) -> bool:
@@ -156,6 +159,22 @@ def flatten_patches(p: np.ndarray, patch_size: int) -> np.ndarray:
     return np.ascontiguousarray(p.reshape(n, 3, 4, s, 4, s).transpose(0, 2, 4, 1, 3, 5).reshape(n, width), dtype=np.float32)
 
 
+def flatten_sampled(p: np.ndarray, patch_size: int) -> np.ndarray:
+    """Sampler output (n, p, p, 3) uint8 HWC → the encoder graph's float32 layout, the same values as
+    flatten_patches(TokenBatch patches): float32(u8) / float32(255), one copy per size."""
+    n = p.shape[0]
+    if n == 0:
+        return np.empty((0, 3 * patch_size * patch_size), np.float32)
+    if patch_size <= 4:
+        view = p.transpose(0, 3, 1, 2)  # (n, 3, p, p)
+    else:  # (n, 4, s, 4, s, 3) → (n, gy, gx, 3, s, s): cell by cell, each cell channel-major
+        s = patch_size // 4
+        view = p.reshape(n, 4, s, 4, s, 3).transpose(0, 1, 3, 5, 2, 4)
+    out = np.empty(view.shape, np.float32)
+    np.divide(view, np.float32(255.0), out=out, dtype=np.float32)
+    return out.reshape(n, 3 * patch_size * patch_size)
+
+
 class EncoderGraph(nn.Module):
     """One object: flattened patches + coords per size, whitening μ (1, 2), W (2, 2) → decoder k, v (T, C)."""
 
@@ -173,11 +192,27 @@ class EncoderGraph(nn.Module):
         dec = model.mask_extractor
         self.mlps = [m for layer in model.layers for m in layer.attention.position_mlps()] + [dec.attention.key,
                                                                                              dec.attention.value]
-        self.stacked = _stacked_weights(self.mlps) if len(self.mlps) > 1 else None
-        self.layers = []
+        # all position MLPs (≥ 2: the decoder's key and value) stacked; each layer's query MLP (the first of its
+        # three) carries the scores' 1/√d too
+        w1, b1, w2, b2, w3, b3 = (t.clone() for t in _stacked_weights(self.mlps))
+        i = 0
         for layer in model.layers:
+            if layer.attention.with_position:
+                s = (model.cfg.channels // layer.attention.heads) ** -0.5
+                w3[i] *= s
+                b3[i] *= s
+                i += 3
+        self.stacked = (w1, b1, w2, b2, w3, b3)
+        self.layers = []
+        c = self.channels
+        for j, layer in enumerate(model.layers):
             att = layer.attention
             w, b = numerics.fold_layernorm_linears([att.q[0], att.k[0], att.v[0]], [att.q[1], att.k[1], att.v[1]])
+            # the scores' 1/√d folded into the query rows (and, below, into the query position MLP): no Mul node
+            q_scale = (c // att.heads) ** -0.5
+            w, b = w.clone(), b.clone()
+            w[:c] *= q_scale
+            b[:c] *= q_scale
             a_out = att.alpha
             ffb = layer.mlp
             a_ffb = ffb.alpha * layer.alpha
@@ -190,13 +225,13 @@ class EncoderGraph(nn.Module):
         self.kv = dec.attention
 
     def _positions(self, e):
-        """run_position_mlps with its stacked weights: one product for all first layers, two batched products."""
+        """run_position_mlps with its stacked weights: one product for all first layers, two batched products.
+        Returns (M, n, C)."""
         w1, b1, w2, b2, w3, b3 = self.stacked
         m, hid = w2.shape[0], w2.shape[1]
         h = F.silu(e @ w1 + b1)  # (n, M·h)
         h = h.reshape(-1, m, hid).transpose(0, 1)  # (M, n, h)
-        out = F.silu(h @ w2 + b2) @ w3 + b3  # (M, n, C)
-        return [out[j] for j in range(m)]
+        return F.silu(h @ w2 + b2) @ w3 + b3  # (M, n, C)
 
     def _ffb(self, x, f):
         h = F.silu(F.linear(F.layer_norm(x, (self.channels,), f["norm"].weight, f["norm"].bias, f["norm"].eps), f["w1"], f["b1"]))
@@ -208,15 +243,16 @@ class EncoderGraph(nn.Module):
         feats = [rest(F.linear(p, w1, b1)) for p, w1, b1, rest in zip(patches, self.first_w, self.first_b, self.rests)]
         x = torch.cat(feats + [self.registers])
         e = torch.cat([_relative(torch.cat(list(coords)), mu, w), self.register_embeddings])
-        pos = run_position_mlps(self.mlps, e) if self.stacked is None else self._positions(e)
+        c = self.channels
+        pos = self._positions(e)  # (M, n, C)
         i = 0
         for L in self.layers:
-            xn = F.layer_norm(x, (self.channels,), None, None, L["eps"])
-            q, k, v = F.linear(xn, L["qkv_w"], L["qkv_b"]).chunk(3, dim=1)
-            if L["pos"]:
-                q, k, v = q + pos[i], k + pos[i + 1], v + pos[i + 2]
+            xn = F.layer_norm(x, (c,), None, None, L["eps"])
+            qkv = F.linear(xn, L["qkv_w"], L["qkv_b"])
+            if L["pos"]:  # this layer's three position outputs as one (n, 3C) addend
+                qkv = qkv + pos[i:i + 3].transpose(0, 1).reshape(-1, 3 * c)
                 i += 3
-            o = _attend(q, k, v, L["heads"], self.channels)
+            o = _attend(qkv[:, :c], qkv[:, c:2 * c], qkv[:, 2 * c:], L["heads"], c, scaled=True)
             x = x + F.linear(o, L["out_w"], L["out_b"])
             x = x + self._ffb(x, L)
         x = x + self._ffb(x, self.pre)
@@ -372,10 +408,12 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy() if t.device.type == "cpu" and not t.requires_grad else t.detach().cpu().numpy()
 
 
-def encode(model, batch):
-    """KVCache of a TokenBatch through the encoder graph, one object per run (same layout as FLIP.encode). One thread:
-    one object's encoder is a dependent chain of ~150 nodes; an onnxruntime intra-op pool without spinning measured no
-    faster (4.14 vs 4.15 ms at ~490 tokens, load 0.6) and is not fork-safe."""
+def encode(model, batch, workers: int = 1):
+    """KVCache of a TokenBatch through the encoder graph, one object per run (same layout as FLIP.encode). One
+    onnxruntime thread per run: one object's encoder is a dependent chain of ~110 nodes; an intra-op pool without
+    spinning measured no faster (4.14 vs 4.15 ms at ~490 tokens, load 0.6), with spinning it made hierarchical FLIP
+    at 2 threads slower than at 1 (18.5 vs 14.2 ms, two sessions' pools on two cores), and pools are not fork-safe.
+    With workers > 1 several objects run at once (parallel_map)."""
     from .decoder import KVCache
 
     sess = sessions(model)
@@ -393,19 +431,53 @@ def encode(model, batch):
         k, v = encoder.run(None, feeds)
     else:
         starts = np.concatenate([np.zeros((1, counts.shape[1]), np.int64), np.cumsum(counts, 0)])
-        ks, vs = [], []
-        for b in range(nb):
+
+        def one(b):
             feeds = {"mu": mu[b], "whiten": w[b]}
             for s in range(counts.shape[1]):
                 a, z = starts[b, s], starts[b + 1, s]
                 feeds[sess.patch_names[s]] = flat[s][a:z]
                 feeds[sess.coord_names[s]] = coords[s][a:z]
-            k, v = encoder.run(None, feeds)
-            ks.append(k)
-            vs.append(v)
-        k, v = np.concatenate(ks), np.concatenate(vs)
+            return encoder.run(None, feeds)
+
+        # objects are independent: with a thread budget > 1 they go to parallel_map (a work queue, no barrier)
+        if workers > 1:
+            from ..runtime import parallel_map
+
+            kvs = parallel_map(one, range(nb), workers)
+        else:
+            kvs = [one(b) for b in range(nb)]
+        k, v = np.concatenate([kv[0] for kv in kvs]), np.concatenate([kv[1] for kv in kvs])
     cache = KVCache(torch.from_numpy(k), torch.from_numpy(v), counts.sum(1) + model.cfg.num_registers, batch.positions)
     cache.packed["ort"] = sess  # the decoder of the same weights: no second check of every parameter
+    cache.packed["whitening"] = (mu, w)
+    return cache
+
+
+def encode_sampled(model, patches, coords, position):
+    """KVCache of one object straight from sampler output: patches[s] (n, p, p, 3) uint8, coords[s] (n, 2) float32
+    (model units), position (6,) model-unit Gaussian. Same values as encode(model, TokenBatch.from_objects(...)),
+    without the torch round trip (~0.1 ms of a small object's ~1 ms)."""
+    from .decoder import KVCache
+
+    sess = sessions(model)
+    encoder = sess.encoder
+    feeds = {}
+    counts = np.zeros((1, len(sess.patch_sizes)), np.int64)
+    for i, (p, c, size, pn, cn) in enumerate(zip(patches, coords, sess.patch_sizes, sess.patch_names, sess.coord_names)):
+        c = np.asarray(c, np.float32).reshape(-1, 2)
+        if p.shape[0] != c.shape[0]:
+            raise ValueError(f"patch size {size}: {p.shape[0]} patches but {c.shape[0]} coordinates")
+        feeds[pn] = flatten_sampled(p, size)
+        feeds[cn] = c
+        counts[0, i] = c.shape[0]
+    pos = np.asarray(position, np.float32).reshape(1, 6)
+    mu, w = whitening(pos)
+    feeds["mu"], feeds["whiten"] = mu[0], w[0]
+    k, v = encoder.run(None, feeds)
+    cache = KVCache(torch.from_numpy(k), torch.from_numpy(v), counts.sum(1) + model.cfg.num_registers,
+                    torch.from_numpy(pos))
+    cache.packed["ort"] = sess
     cache.packed["whitening"] = (mu, w)
     return cache
 

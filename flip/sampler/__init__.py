@@ -225,6 +225,17 @@ def authors_rot_from_rho(rho) -> np.ndarray:
     return out[0] if r.ndim == 1 else out
 
 
+def authors_position(rho, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rot, g) = (authors_rot_from_rho(rho), authors_gaussian_px(rot, width, height)) for one rho (5,), in one C call:
+    the same IEEE float32 operations in the same order, so the same bits (tests/test_sampler_authors.py), ~1 µs
+    instead of ~40 µs of NumPy scalar work per object."""
+    if _fovea is None:  # (extension not built: the NumPy twin)
+        rot = authors_rot_from_rho(np.asarray(rho, np.float64).reshape(5))
+        return rot, authors_gaussian_px(rot, width, height)
+    rot, g = _fovea.authors_position(rho, int(width), int(height))
+    return np.array(rot, np.float32), np.array(g, np.float64)
+
+
 def place_patches(image, patch_sizes, counts, candidates, tau: float, backend: str = "c"):
     """Placement and extraction from given candidate centres (pixels, one (m, 2) array per size) with the
     compat="exact" rule: the deterministic half of sample_patches, exposed so both backends can be compared on one
