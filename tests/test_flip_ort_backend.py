@@ -103,11 +103,12 @@ def test_backend_choice():
         assert ort_backend.use_for_encoder(model, cpu, "auto")
         assert not ort_backend.use_for_encoder(model, cpu, "loop")  # an explicit torch attention mode is honoured
         assert ort_backend.use_for_decoder(model, cpu, "auto", [300], [520])
-        assert not ort_backend.use_for_decoder(model, cpu, "auto", [100_000], [520])  # large: torch (measured faster)
+        assert ort_backend.use_for_decoder(model, cpu, "auto", [100_000], [520])  # many keys: onnxruntime at any size
+        assert not ort_backend.use_for_decoder(model, cpu, "auto", [100_000], [90])  # few keys, many queries: torch
         model.inference_backend = "torch"
         assert not ort_backend.use_for_encoder(model, cpu, "auto")
         model.inference_backend = "onnxruntime"
-        assert ort_backend.use_for_decoder(model, cpu, "auto", [100_000], [520])
+        assert ort_backend.use_for_decoder(model, cpu, "auto", [100_000], [90])
         model.inference_backend = "cuda-graphs"
         with pytest.raises(ValueError, match="inference backend"):
             ort_backend.use_for_encoder(model, cpu, "auto")
@@ -220,3 +221,21 @@ def test_objects_of_one_batch_encode_in_parallel_to_the_same_keys_values():
     one = _run(model, "onnxruntime", lambda: model.encode(batch, workers=1))
     two = _run(model, "onnxruntime", lambda: model.encode(batch, workers=2))
     assert torch.equal(one.k, two.k) and torch.equal(one.v, two.v) and one.kv_lens.tolist() == two.kv_lens.tolist()
+
+
+def test_decoder_runs_are_sized_for_the_cache_and_do_not_change_logits():
+    """decoder_chunk: runs keep H × run × keys float32 scores within ORT_SCORES_BYTES (clamped); the
+    logits do not depend on how the queries are split into runs."""
+    for keys in (1, 88, 256, 500, 5000):
+        c = ort_backend.decoder_chunk(keys, 4)
+        assert ort_backend.ORT_MIN_DECODER_CHUNK <= c <= ort_backend.ORT_DECODER_CHUNK
+        assert c == ort_backend.ORT_MIN_DECODER_CHUNK or 4 * 4 * keys * c <= ort_backend.ORT_SCORES_BYTES
+    assert ort_backend.decoder_chunk(500, 4) < ort_backend.decoder_chunk(88, 4)
+    model = _model()
+    batch = _batch([COUNTS[2], COUNTS[0]])
+    coords = torch.rand(3000, 2) * 0.6 - 0.3
+    cache = _run(model, "onnxruntime", lambda: model.encode(batch))
+    ref = _run(model, "onnxruntime", lambda: ort_backend.decode(model, cache, coords, [1800, 1200], chunk=4096))
+    for chunk in (None, 256, 1000):
+        got = _run(model, "onnxruntime", lambda: ort_backend.decode(model, cache, coords, [1800, 1200], chunk=chunk))
+        assert torch.allclose(got, ref, atol=1e-5, rtol=1e-6)

@@ -44,14 +44,28 @@ SUPPORTED_PATCH_SIZES = (1, 2, 4, 8, 16)
 OPSET = 17
 # Crossovers measured on the real model, 1 thread (`scripts/bench_flip.py --decoder-sweep`; docs/speed.md). onnxruntime
 # wins the encoder at every size FLIP produces (≤ 512 + registers tokens: ~4 vs 6-7 ms at ~500 tokens, 0.3 vs 1.7 ms at
-# ~60). The decoder: onnxruntime up to ORT_MAX_DECODER_QUERIES queries per object, or ORT_MAX_DECODER_QUERIES_LONG when
-# the object has ≥ ORT_LONG_KV keys; above, torch's oneDNN attention (per-head products, denormals flushed) is as fast
-# or faster. Sweep at load 1.7, ORT/torch: 91 keys 0.71 (400 q), 0.98 (2048), 1.07 (4096); 520 keys 0.67 (400),
-# 0.91 (2048), 1.02 (4096), 1.04 (8192).
+# ~60). The decoder, in runs sized for the cache (decoder_chunk): onnxruntime at every query count when the object has
+# ≥ ORT_LONG_KV keys (µs per query, torch / onnxruntime: 256 keys 1.89 / 1.66 at 4096 queries, 1.49 / 1.44 at 16384;
+# 500 keys 2.67 / 2.09 at 2048, 2.38 / 1.95 at 8192, 2.32 / 1.92 at 32768), up to ORT_MAX_DECODER_QUERIES with fewer
+# keys (88 keys: 1.18 / 1.11 at 2048, 1.11 / 1.13 at 8192, 1.01 / 1.07 at 32768), torch's oneDNN attention above.
 ORT_MAX_DECODER_QUERIES = 2048
-ORT_MAX_DECODER_QUERIES_LONG = 4096
 ORT_LONG_KV = 256
-ORT_DECODER_CHUNK = 4096  # queries per decoder run: scores (H × chunk × T × 4 B ≈ 8 MB at T = 520) stay cache-friendly
+# Queries per decoder run: the H × run × T float32 scores go through softmax and P·V, so a run is sized to keep them
+# within ~4 MB (cache) instead of main memory: µs per query at 500 keys by run length 256: 1.87, 512: 1.84,
+# 1024: 1.84, 2048: 2.21, 4096: 2.26 (at 250 keys 1.42 / 1.41 / 1.41 / 1.44 / 1.61; at 88 keys flat, 1.07-1.10);
+# per small ObjaScale object, A/B against an 8 MB budget: 4 MB 5-7 % faster at 1 thread, 1-11 % at 2.
+ORT_SCORES_BYTES = 4 << 20
+ORT_DECODER_CHUNK = 4096  # longest run
+ORT_MIN_DECODER_CHUNK = 256
+
+
+def decoder_chunk(keys: int, heads: int) -> int:
+    """Queries per decoder run for an object with `keys` keys: as many as fit their scores in ORT_SCORES_BYTES,
+    within [ORT_MIN_DECODER_CHUNK, ORT_DECODER_CHUNK]."""
+    fit = ORT_SCORES_BYTES // max(1, 4 * heads * int(keys))
+    return int(min(ORT_DECODER_CHUNK, max(ORT_MIN_DECODER_CHUNK, fit)))
+
+
 # Thread budget > 1 (flip/runtime.py): the decoder's query runs go to parallel_map from this many queries of one call
 # (runs of ≥ ORT_MIN_PARALLEL_CHUNK, ~4 per worker).
 # Measured (per-object ratio to the authors' pipeline at 2 threads, A/B, load ~1-1.6): from 2048 queries 1.09-1.13,
@@ -105,8 +119,7 @@ def use_for_decoder(model, device, mode: str, q_lens, kv_lens, workers: int = 1)
         return False
     if b == "onnxruntime" or workers > 1:
         return True
-    return all(int(q) <= (ORT_MAX_DECODER_QUERIES_LONG if int(n) >= ORT_LONG_KV else ORT_MAX_DECODER_QUERIES)
-               for q, n in zip(q_lens, kv_lens))
+    return all(int(n) >= ORT_LONG_KV or int(q) <= ORT_MAX_DECODER_QUERIES for q, n in zip(q_lens, kv_lens))
 
 
 # ------------------------------------------------------------------------------------------------ export modules
@@ -483,29 +496,33 @@ def encode_sampled(model, patches, coords, position):
 
 
 def decode(model, cache, coords: torch.Tensor, q_lens, workers: int = 1, min_parallel: int | None = None,
-           chunk: int = ORT_DECODER_CHUNK) -> torch.Tensor:
-    """Logits (Σq,) through the decoder graph: per object, in runs of ≤ chunk queries; from min_parallel queries on,
-    the runs go to `workers` threads (flip.runtime.parallel_map; each run on one onnxruntime thread)."""
+           chunk: int | None = None) -> torch.Tensor:
+    """Logits (Σq,) through the decoder graph: per object, in runs of ≤ chunk queries (default: decoder_chunk of the
+    object's key count); from min_parallel queries on, the runs go to `workers` threads (flip.runtime.parallel_map; each
+    run on one onnxruntime thread)."""
     sess = (cache.packed.get("ort") or sessions(model)).decoder
     q = _numpy(coords).astype(np.float32, copy=False)
     k, v = _numpy(cache.k), _numpy(cache.v)
     mu, w = cache.packed.get("whitening") or whitening(_numpy(cache.positions))
+    heads = model.mask_extractor.attention.heads
+    chunks = [chunk or decoder_chunk(n, heads) for n in cache.kv_lens]
     min_parallel = ORT_MIN_PARALLEL_QUERIES if min_parallel is None else min_parallel
     parallel = workers > 1 and q.shape[0] >= min_parallel
-    if len(q_lens) == 1 and q.shape[0] <= chunk and k.shape[0] and not parallel:  # (one object, one run)
+    if len(q_lens) == 1 and q.shape[0] <= chunks[0] and k.shape[0] and not parallel:  # (one object, one run)
         return torch.from_numpy(sess.run(None, {"k": k, "v": v, "mu": mu[0], "whiten": w[0], "coords": q})[0].reshape(-1))
     q_lens = np.asarray(q_lens, dtype=np.int64).reshape(-1)
     total = int(q_lens.sum())
     out = np.empty(total, np.float32)
     kv_off = np.concatenate([[0], np.cumsum(cache.kv_lens)])
     if parallel:  # about 4 runs per worker, so a descheduled worker costs at most one small run
-        chunk = max(ORT_MIN_PARALLEL_CHUNK, min(chunk, -(-total // (4 * workers))))
+        share = -(-total // (4 * workers))
+        chunks = [max(ORT_MIN_PARALLEL_CHUNK, min(c, share)) for c in chunks]
     items = []
     qa = 0
     for b, nq in enumerate(q_lens):
         nq = int(nq)
-        for s in range(qa, qa + nq, chunk):
-            items.append((b, s, min(s + chunk, qa + nq)))
+        for s in range(qa, qa + nq, chunks[b]):
+            items.append((b, s, min(s + chunks[b], qa + nq)))
         qa += nq
 
     def run(item):
