@@ -252,41 +252,43 @@ def table3(df) -> Table:
 SIZE_BINS = (("Small < 32² px", 0, SMALL_MAX), ("Medium < 96² px", SMALL_MAX, MEDIUM_MAX), ("Large ≥ 96² px", MEDIUM_MAX, math.inf))
 
 
-def size_table(df) -> Table:
-    """COCO absolute size splits: small < 32², medium < 96², large otherwise (pixels)."""
+def _model_dataset_groups(df):
+    """(row label, weights id, dataset, records) for every model × dataset, models in report order; and the datasets."""
     pairs = model_order(df)
     labels = short_labels(pairs)
     datasets = list(dict.fromkeys(df["dataset"]))
+    groups = [(labels[(m, w)], w, d, df[(df["model"] == m) & (df["weights_id"] == w) & (df["dataset"] == d)])
+              for m, w in pairs for d in datasets]
+    return groups, datasets
+
+
+def size_table(df) -> Table:
+    """COCO absolute size splits: small < 32², medium < 96², large otherwise (pixels)."""
+    groups, datasets = _model_dataset_groups(df)
     rows = []
-    for m, w in pairs:
-        for d in datasets:
-            sub = df[(df["model"] == m) & (df["weights_id"] == w) & (df["dataset"] == d)]
-            row = [labels[(m, w)], d]
-            a = sub["area_px"].astype(float)
-            for _, lo, hi in SIZE_BINS:
-                part = sub[(a >= lo) & (a < hi)]
-                if not iou_is_meaningful(w):
-                    row.append(na_reason(w) + f" (n={len(part)})")
-                    continue
-                v = valid_iou(part)["iou"].to_numpy(float)
-                row.append(f"{fmt_iou(*_stats(v))} (n={len(v)})" if len(v) else f"{EMPTY} (n=0)")
-            rows.append(row)
+    for label, w, d, sub in groups:
+        row = [label, d]
+        a = sub["area_px"].astype(float)
+        for _, lo, hi in SIZE_BINS:
+            part = sub[(a >= lo) & (a < hi)]
+            if not iou_is_meaningful(w):
+                row.append(na_reason(w) + f" (n={len(part)})")
+                continue
+            v = valid_iou(part)["iou"].to_numpy(float)
+            row.append(f"{fmt_iou(*_stats(v))} (n={len(v)})" if len(v) else f"{EMPTY} (n=0)")
+        rows.append(row)
     header = ["Model", "Dataset"] + [b[0] for b in SIZE_BINS]
     t = Table("sizes", "Mean IoU (%) by COCO absolute size", header, rows)
     return _drop_columns(t, ["Dataset"]) if len(datasets) == 1 else t
 
 
 def status_table(df) -> Table:
-    pairs = model_order(df)
-    labels = short_labels(pairs)
-    datasets = list(dict.fromkeys(df["dataset"]))
+    groups, datasets = _model_dataset_groups(df)
     rows = []
-    for m, w in pairs:
-        for d in datasets:
-            sub = df[(df["model"] == m) & (df["weights_id"] == w) & (df["dataset"] == d)]
-            failed = sub[sub["status"] != "ok"]
-            top = failed["reason"].astype(str).str.split(":").str[0].value_counts().head(3)
-            rows.append([labels[(m, w)], d, str(int((sub["status"] == "ok").sum())), str(len(failed)),
-                         "; ".join(f"{k} ×{v}" for k, v in top.items()) or EMPTY])
+    for label, _w, d, sub in groups:
+        failed = sub[sub["status"] != "ok"]
+        top = failed["reason"].astype(str).str.split(":").str[0].value_counts().head(3)
+        rows.append([label, d, str(int((sub["status"] == "ok").sum())), str(len(failed)),
+                     "; ".join(f"{k} ×{v}" for k, v in top.items()) or EMPTY])
     t = Table("status", "Objects per model and dataset", ["Model", "Dataset", "OK", "Failed", "Main failure causes"], rows)
     return _drop_columns(t, ["Dataset"]) if len(datasets) == 1 else t

@@ -84,12 +84,13 @@ def _pool(helpers: int) -> ThreadPoolExecutor:
 class _Contention:
     """Whether helper threads currently get the CPU. Every parallel call measures, over its items, thread CPU time ÷
     wall time (1.0: each thread ran undisturbed; ~0.67: three runnable threads shared two cores). When the running
-    average falls below SERIAL_BELOW, the next SERIAL_CALLS calls run on the caller alone, then one call probes again.
+    average falls below SERIAL_BELOW, the next SERIAL_CALLS calls run on the caller alone, then one call probes again
+    (few, so that a short burst of load, e.g. another process's spinning threads, costs only a few calls).
     Why: with one other busy process on 2 cores, 2 threads got half the items each but ran each at ~half speed (context
     switches, cold caches): hierarchical FLIP took 16.3 ms at 2 threads vs 15.8 at 1 (ObjaScale mini, median)."""
 
     SERIAL_BELOW = 0.75
-    SERIAL_CALLS = 16
+    SERIAL_CALLS = 4
 
     def __init__(self):
         self.lock = threading.Lock()
