@@ -22,7 +22,6 @@ import contextlib
 import os
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
@@ -81,49 +80,13 @@ def _pool(helpers: int) -> ThreadPoolExecutor:
         return pool
 
 
-class _Contention:
-    """Whether helper threads currently get the CPU. Every parallel call measures, over its items, thread CPU time ÷
-    wall time (1.0: each thread ran undisturbed; ~0.67: three runnable threads shared two cores). When the running
-    average falls below SERIAL_BELOW, the next SERIAL_CALLS calls run on the caller alone, then one call probes again
-    (few, so that a short burst of load, e.g. another process's spinning threads, costs only a few calls).
-    Why: with one other busy process on 2 cores, 2 threads got half the items each but ran each at ~half speed (context
-    switches, cold caches): hierarchical FLIP took 16.3 ms at 2 threads vs 15.8 at 1 (ObjaScale mini, median)."""
-
-    SERIAL_BELOW = 0.75
-    SERIAL_CALLS = 4
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.availability = 1.0
-        self.serial_left = 0
-
-    def use_parallel(self) -> bool:
-        with self.lock:
-            if self.serial_left > 0:
-                self.serial_left -= 1
-                return False
-            return True
-
-    def record(self, cpu: float, wall: float) -> None:
-        if wall <= 0:
-            return
-        with self.lock:
-            self.availability = 0.5 * self.availability + 0.5 * min(1.0, cpu / wall)
-            if self.availability < self.SERIAL_BELOW:
-                self.serial_left = self.SERIAL_CALLS
-
-
-contention = _Contention()
-
-
 def parallel_map(fn: Callable, items: Iterable, workers: int) -> list:
     """[fn(x) for x in items] on `workers` threads (the caller plus workers−1 pooled helpers), in item order.
     Items are taken from one shared queue, so a helper that gets no CPU time just takes fewer items.
-    fn must be thread-safe; the first exception is raised after all taken items finished.
-    While the threads measurably do not get the CPU (`contention`), calls run on the caller alone."""
+    fn must be thread-safe; the first exception is raised after all taken items finished."""
     items = list(items)
     workers = max(1, min(int(workers), len(items)))
-    if workers == 1 or not contention.use_parallel():
+    if workers == 1:
         return [fn(x) for x in items]
     import torch
 
@@ -132,7 +95,6 @@ def parallel_map(fn: Callable, items: Iterable, workers: int) -> list:
     errors: list = []
     lock = threading.Lock()
     next_index = [0]
-    spent = [0.0, 0.0]  # thread CPU seconds, wall seconds over all items
 
     def drain():
         while True:
@@ -141,7 +103,6 @@ def parallel_map(fn: Callable, items: Iterable, workers: int) -> list:
                 if i >= len(items) or errors:
                     return
                 next_index[0] = i + 1
-            c0, w0 = time.thread_time(), time.perf_counter()
             try:
                 with torch.inference_mode(inference), torch.set_grad_enabled(grad):
                     results[i] = fn(items[i])
@@ -149,10 +110,6 @@ def parallel_map(fn: Callable, items: Iterable, workers: int) -> list:
                 with lock:
                     errors.append(e)
                 return
-            c1, w1 = time.thread_time(), time.perf_counter()
-            with lock:
-                spent[0] += c1 - c0
-                spent[1] += w1 - w0
 
     futures = [_pool(workers - 1).submit(drain) for _ in range(workers - 1)]
     drain()
@@ -160,5 +117,4 @@ def parallel_map(fn: Callable, items: Iterable, workers: int) -> list:
         f.result()
     if errors:
         raise errors[0]
-    contention.record(*spent)
     return results

@@ -17,9 +17,6 @@ def _restore_torch_state():
     yield
     torch.set_num_threads(threads)
     torch.set_rng_state(rng)
-    runtime = sys.modules.get("flip.runtime")
-    if runtime is not None:  # a contended test run must not send the next test's parallel calls to one thread
-        runtime.contention.__init__()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 gives the same logits as one thread."""
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -88,32 +87,3 @@ def test_predictor_threads_never_set_globally(model):
         masks[t] = pred.predict(prompt)
         assert torch.get_num_threads() == before
     assert (masks[1] != masks[2]).mean() < 1e-3  # same model, same patches: only fp rounding of chunking may differ
-
-
-def test_parallel_calls_go_serial_while_threads_do_not_get_the_cpu_then_probe_again():
-    """Items whose threads wait instead of computing (here: sleep; on a loaded machine: descheduled) make the next
-    SERIAL_CALLS calls run on the caller alone; the call after that runs in parallel again and measures anew."""
-    c = runtime.contention
-    c.__init__()
-    caller = threading.get_ident()
-    assert runtime.parallel_map(lambda x: (time.sleep(0.003), x)[1], range(8), 2) == list(range(8))
-    assert c.availability < c.SERIAL_BELOW and c.serial_left == c.SERIAL_CALLS
-    for _ in range(c.SERIAL_CALLS):
-        idents = runtime.parallel_map(lambda _: threading.get_ident(), range(6), 2)
-        assert set(idents) == {caller}
-    helper_in = threading.Event()
-
-    def busy(_):  # CPU-bound items; the caller's wait until a helper holds one, so the probe certainly uses it
-        if threading.get_ident() == caller:
-            helper_in.wait(10)
-        else:
-            helper_in.set()
-        t = time.thread_time()
-        while time.thread_time() - t < 0.002:
-            pass
-        return threading.get_ident()
-
-    idents = runtime.parallel_map(busy, range(6), 2)
-    assert caller in idents and len(set(idents)) == 2
-    assert c.serial_left == 0 or c.availability < c.SERIAL_BELOW  # a loaded test machine may still count as contended
-    c.__init__()
