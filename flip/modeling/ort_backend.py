@@ -67,13 +67,13 @@ def decoder_chunk(keys: int, heads: int) -> int:
 
 
 # Thread budget > 1 (flip/runtime.py): the decoder's query runs go to parallel_map from ORT_MIN_PARALLEL_QUERIES queries
-# of one call, in runs of ≥ ORT_MIN_PARALLEL_CHUNK (~4 per worker). Runs are kept long enough that handing one to a
-# helper and waiting for the last one pays even when another process shares the cores. Measured on ObjaScale mini
-# (`scripts/bench_threads.py --busy`, hierarchical, t(2)/t(1) with one extra busy process, load ~2): runs from 128
-# queries (parallel from 256) 1.04-1.06, from 512 (parallel from 1024) 1.00-1.03; against the authors' pipeline at
-# 2 threads (small objects) 0.89-1.05 and 0.86-0.91.
-ORT_MIN_PARALLEL_QUERIES = 1024
-ORT_MIN_PARALLEL_CHUNK = 512
+# of one call, in runs of ≥ ORT_MIN_PARALLEL_CHUNK (~4 per worker).
+# Measured (per-object ratio to the authors' pipeline at 2 threads, A/B, load ~1-1.6): from 2048 queries 1.09-1.13,
+# from 1024 0.97-1.08, from 512 0.98-1.10, from 256 0.95-1.02. Longer runs (parallel from 1024 queries, runs of ≥ 512)
+# helped only with another busy process on the cores (hierarchical t(2)/t(1) 1.03 instead of 1.04-1.06) and made the
+# tiny objects of the skimage set lose their second core (1.08x the authors' time at 2 threads instead of 0.85-0.88x).
+ORT_MIN_PARALLEL_QUERIES = 256
+ORT_MIN_PARALLEL_CHUNK = 128
 
 
 def backend_of(model) -> str:
