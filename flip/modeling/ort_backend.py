@@ -206,27 +206,23 @@ class EncoderGraph(nn.Module):
         dec = model.mask_extractor
         self.mlps = [m for layer in model.layers for m in layer.attention.position_mlps()] + [dec.attention.key,
                                                                                              dec.attention.value]
-        # all position MLPs (≥ 2: the decoder's key and value) stacked; each layer's query MLP (the first of its
-        # three) carries the scores' 1/√d too
+        # all position MLPs (≥ 2: the decoder's key and value) stacked, as run_position_mlps does
         w1, b1, w2, b2, w3, b3 = (t.clone() for t in _stacked_weights(self.mlps))
-        i = 0
-        for layer in model.layers:
-            if layer.attention.with_position:
-                s = (model.cfg.channels // layer.attention.heads) ** -0.5
-                w3[i] *= s
-                b3[i] *= s
-                i += 3
-        self.stacked = (w1, b1, w2, b2, w3, b3)
         self.layers = []
         c = self.channels
-        for j, layer in enumerate(model.layers):
+        i = 0  # this layer's query position MLP in the stack (the first of its three)
+        for layer in model.layers:
             att = layer.attention
             w, b = numerics.fold_layernorm_linears([att.q[0], att.k[0], att.v[0]], [att.q[1], att.k[1], att.v[1]])
-            # the scores' 1/√d folded into the query rows (and, below, into the query position MLP): no Mul node
+            # the scores' 1/√d folded into the query rows and the query position MLP: no Mul node
             q_scale = (c // att.heads) ** -0.5
             w, b = w.clone(), b.clone()
             w[:c] *= q_scale
             b[:c] *= q_scale
+            if att.with_position:
+                w3[i] *= q_scale
+                b3[i] *= q_scale
+                i += 3
             a_out = att.alpha
             ffb = layer.mlp
             a_ffb = ffb.alpha * layer.alpha
@@ -234,6 +230,7 @@ class EncoderGraph(nn.Module):
                                     out_w=att.out[1].weight * a_out, out_b=att.out[1].bias * a_out,
                                     norm=ffb.norm, w1=ffb.weight1, b1=ffb.bias1, w2=ffb.weight2 * a_ffb,
                                     b2=ffb.bias2 * a_ffb))
+        self.stacked = (w1, b1, w2, b2, w3, b3)
         pre = dec.preprocess
         self.pre = dict(norm=pre.norm, w1=pre.weight1, b1=pre.bias1, w2=pre.weight2 * pre.alpha, b2=pre.bias2 * pre.alpha)
         self.kv = dec.attention
@@ -422,37 +419,44 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy() if t.device.type == "cpu" and not t.requires_grad else t.detach().cpu().numpy()
 
 
+def _object_feeds(sess, flat, coords, mu, w) -> dict:
+    """The encoder graph's feeds for one object: flattened patches and coordinates per size, whitening μ (1, 2), W."""
+    feeds = dict(zip(sess.patch_names, flat))
+    feeds.update(zip(sess.coord_names, coords))
+    feeds["mu"], feeds["whiten"] = mu, w
+    return feeds
+
+
+def _kv_cache(model, sess, k, v, counts, positions, whitening_):
+    from .decoder import KVCache
+
+    cache = KVCache(torch.from_numpy(k), torch.from_numpy(v), counts.sum(1) + model.cfg.num_registers, positions)
+    cache.packed["ort"] = sess  # the decoder of the same weights: no second check of every parameter
+    cache.packed["whitening"] = whitening_
+    return cache
+
+
 def encode(model, batch, workers: int = 1):
     """KVCache of a TokenBatch through the encoder graph, one object per run (same layout as FLIP.encode). One
     onnxruntime thread per run: one object's encoder is a dependent chain of ~110 nodes; an intra-op pool without
     spinning measured no faster (4.14 vs 4.15 ms at ~490 tokens, load 0.6), with spinning it made hierarchical FLIP
     at 2 threads slower than at 1 (18.5 vs 14.2 ms, two sessions' pools on two cores), and pools are not fork-safe.
     With workers > 1 several objects run at once (parallel_map)."""
-    from .decoder import KVCache
-
     sess = sessions(model)
-    encoder = sess.encoder
     counts = batch.counts
     nb = batch.num_objects
-    sizes = sess.patch_sizes
-    flat = [flatten_patches(_numpy(p), ps) for p, ps in zip(batch.patches, sizes)]
+    flat = [flatten_patches(_numpy(p), ps) for p, ps in zip(batch.patches, sess.patch_sizes)]
     coords = [_numpy(c) for c in batch.coords]
     mu, w = whitening(_numpy(batch.positions))
     if nb == 1:  # (the common call: one object per predict)
-        feeds = dict(zip(sess.patch_names, flat))
-        feeds.update(zip(sess.coord_names, coords))
-        feeds["mu"], feeds["whiten"] = mu[0], w[0]
-        k, v = encoder.run(None, feeds)
+        k, v = sess.encoder.run(None, _object_feeds(sess, flat, coords, mu[0], w[0]))
     else:
         starts = np.concatenate([np.zeros((1, counts.shape[1]), np.int64), np.cumsum(counts, 0)])
 
         def one(b):
-            feeds = {"mu": mu[b], "whiten": w[b]}
-            for s in range(counts.shape[1]):
-                a, z = starts[b, s], starts[b + 1, s]
-                feeds[sess.patch_names[s]] = flat[s][a:z]
-                feeds[sess.coord_names[s]] = coords[s][a:z]
-            return encoder.run(None, feeds)
+            rows = [slice(starts[b, s], starts[b + 1, s]) for s in range(counts.shape[1])]
+            return sess.encoder.run(None, _object_feeds(sess, [f[r] for f, r in zip(flat, rows)],
+                                                        [c[r] for c, r in zip(coords, rows)], mu[b], w[b]))
 
         # objects are independent: with a thread budget > 1 they go to parallel_map (a work queue, no barrier)
         if workers > 1:
@@ -462,38 +466,24 @@ def encode(model, batch, workers: int = 1):
         else:
             kvs = [one(b) for b in range(nb)]
         k, v = np.concatenate([kv[0] for kv in kvs]), np.concatenate([kv[1] for kv in kvs])
-    cache = KVCache(torch.from_numpy(k), torch.from_numpy(v), counts.sum(1) + model.cfg.num_registers, batch.positions)
-    cache.packed["ort"] = sess  # the decoder of the same weights: no second check of every parameter
-    cache.packed["whitening"] = (mu, w)
-    return cache
+    return _kv_cache(model, sess, k, v, counts, batch.positions, (mu, w))
 
 
 def encode_sampled(model, patches, coords, position):
     """KVCache of one object straight from sampler output: patches[s] (n, p, p, 3) uint8, coords[s] (n, 2) float32
     (model units), position (6,) model-unit Gaussian. Same values as encode(model, TokenBatch.from_objects(...)),
     without the torch round trip (~0.1 ms of a small object's ~1 ms)."""
-    from .decoder import KVCache
-
     sess = sessions(model)
-    encoder = sess.encoder
-    feeds = {}
-    counts = np.zeros((1, len(sess.patch_sizes)), np.int64)
-    for i, (p, c, size, pn, cn) in enumerate(zip(patches, coords, sess.patch_sizes, sess.patch_names, sess.coord_names)):
-        c = np.asarray(c, np.float32).reshape(-1, 2)
+    coords = [np.asarray(c, np.float32).reshape(-1, 2) for c in coords]
+    for p, c, size in zip(patches, coords, sess.patch_sizes):
         if p.shape[0] != c.shape[0]:
             raise ValueError(f"patch size {size}: {p.shape[0]} patches but {c.shape[0]} coordinates")
-        feeds[pn] = flatten_sampled(p, size)
-        feeds[cn] = c
-        counts[0, i] = c.shape[0]
+    flat = [flatten_sampled(p, size) for p, size in zip(patches, sess.patch_sizes)]
     pos = np.asarray(position, np.float32).reshape(1, 6)
     mu, w = whitening(pos)
-    feeds["mu"], feeds["whiten"] = mu[0], w[0]
-    k, v = encoder.run(None, feeds)
-    cache = KVCache(torch.from_numpy(k), torch.from_numpy(v), counts.sum(1) + model.cfg.num_registers,
-                    torch.from_numpy(pos))
-    cache.packed["ort"] = sess
-    cache.packed["whitening"] = (mu, w)
-    return cache
+    k, v = sess.encoder.run(None, _object_feeds(sess, flat, coords, mu[0], w[0]))
+    counts = np.array([[c.shape[0] for c in coords]], np.int64)
+    return _kv_cache(model, sess, k, v, counts, torch.from_numpy(pos), (mu, w))
 
 
 def decode(model, cache, coords: torch.Tensor, q_lens, workers: int = 1, min_parallel: int | None = None,
