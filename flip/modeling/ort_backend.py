@@ -7,11 +7,11 @@ exported with torch.onnx.export and run in onnxruntime with full graph optimisat
 
 Two graphs per model, one object per run (hierarchical decoding calls the decoder once per level):
   encoder  per patch size: patches flattened as the first Linear of that patch embedding reads them
-           (p ≤ 4: (n, 3·p·p) channel-major; p = 8, 16: (n, 16·3·s·s), the 4×4 grid of s×s sub-patches cell by cell),
+           (p ≤ 4: (n, 3·p·p) channel-major; p = 8, 16: (n, 16, 3·s·s), the 4×4 grid of s×s sub-patches cell by cell),
            coords (n, 2); the object's whitening μ (1, 2), W (2, 2) (see `whitening`)  →  k, v (T, C): the pixel
            decoder's keys/values (registers last, as FLIP.encode).
-           An empty patch size is a zero-row input. No Reshape touches a patch-count axis (the shared sub-patch Linear
-           of the 8/16 embeddings is one block-diagonal product), so graph optimisation can stay on: onnxruntime's
+           An empty patch size is a zero-row input. No Reshape touches a patch-count axis (the 8/16 embeddings' cells
+           are flattened by a Flatten node), so graph optimisation can stay on: onnxruntime's
            optimiser rewrites a Reshape of the authors' graph so that it fails on empty sizes (reference README).
   decoder  k, v (T, C), μ, W, coords (m, 2)  →  logits (m,).
 Folded at export (exact algebra, as the torch fast path): LayerNorm affines into the QKV product, α scalars into the
@@ -67,13 +67,22 @@ def decoder_chunk(keys: int, heads: int) -> int:
 
 
 # Thread budget > 1 (flip/runtime.py): the decoder's query runs go to parallel_map from ORT_MIN_PARALLEL_QUERIES queries
-# of one call, in runs of ≥ ORT_MIN_PARALLEL_CHUNK (~4 per worker).
-# Measured (per-object ratio to the authors' pipeline at 2 threads, A/B, load ~1-1.6): from 2048 queries 1.09-1.13,
-# from 1024 0.97-1.08, from 512 0.98-1.10, from 256 0.95-1.02. Longer runs (parallel from 1024 queries, runs of ≥ 512)
-# helped only with another busy process on the cores (hierarchical t(2)/t(1) 1.03 instead of 1.04-1.06) and made the
-# tiny objects of the skimage set lose their second core (1.08x the authors' time at 2 threads instead of 0.85-0.88x).
+# of one call, in runs of ≥ ORT_MIN_PARALLEL_CHUNK (~4 per worker), both counted at ORT_REFERENCE_KEYS keys: a query
+# costs about (ORT_QUERY_KEY_COST + keys) units (µs per query per run: 0.60 at 72 keys, 1.41 at 500), so an object
+# with fewer keys needs proportionally more queries before a second thread pays for its hand-over.
+# Measured at ~500 keys (per-object ratio to the authors' pipeline at 2 threads, A/B, load ~1-1.6): from 2048 queries
+# 1.09-1.13, from 1024 0.97-1.08, from 512 0.98-1.10, from 256 0.95-1.02. Longer runs (parallel from 1024 queries,
+# runs of ≥ 512) helped only with another busy process on the cores (hierarchical t(2)/t(1) 1.03 instead of 1.04-1.06)
+# and made the tiny objects of the skimage set lose their second core.
 ORT_MIN_PARALLEL_QUERIES = 256
 ORT_MIN_PARALLEL_CHUNK = 128
+ORT_REFERENCE_KEYS = 500
+ORT_QUERY_KEY_COST = 240
+
+
+def query_cost(keys: int) -> int:
+    """Relative cost of one decoder query against `keys` keys (see ORT_QUERY_KEY_COST)."""
+    return int(keys) + ORT_QUERY_KEY_COST
 
 
 def backend_of(model) -> str:
@@ -155,22 +164,31 @@ def _attend(q, k, v, heads: int, channels: int, scaled: bool = False):
 
 def _first_linear(emb):
     """(weight, bias, rest) of one patch embedding for flattened input: p ≤ 4 as is; p = 8/16: the sub-patch Linear
-    applied to 16 cells then flattened == one block-diagonal Linear on the cell-by-cell flattened patch."""
+    on the (n, 16, 3·s·s) cells, flattened to (n, 16·out) by the graph (Flatten: no Reshape of the patch-count axis).
+    (A block-diagonal Linear on the flat patch gave the same values at 16× the multiply-adds: 23 of ~390 µs of a
+    64-token encoder run, 189 of ~4000 at 490 tokens.)"""
     layers = emb.layers
     if emb.patch_size <= 4:
         return layers[1].weight, layers[1].bias, nn.Sequential(*layers[2:])
-    lin = layers[1]
-    return torch.block_diag(*[lin.weight] * 16), lin.bias.repeat(16), nn.Sequential(*layers[3:])
+    return layers[1].weight, layers[1].bias, nn.Sequential(*layers[3:])
+
+
+def graph_patch_shape(n: int, patch_size: int) -> tuple:
+    """The encoder graph's input shape for n patches of one size: (n, 3·p·p), or (n, 16, 3·s·s) cells for p = 8, 16."""
+    if patch_size <= 4:
+        return (n, 3 * patch_size * patch_size)
+    s = patch_size // 4
+    return (n, 16, 3 * s * s)
 
 
 def flatten_patches(p: np.ndarray, patch_size: int) -> np.ndarray:
     """(n, 3, p, p) float → the encoder graph's layout for that size (see the module docstring)."""
     n = p.shape[0]
-    width = 3 * patch_size * patch_size
     if patch_size <= 4:
-        return np.ascontiguousarray(p.reshape(n, width), dtype=np.float32)
+        return np.ascontiguousarray(p.reshape(graph_patch_shape(n, patch_size)), dtype=np.float32)
     s = patch_size // 4
-    return np.ascontiguousarray(p.reshape(n, 3, 4, s, 4, s).transpose(0, 2, 4, 1, 3, 5).reshape(n, width), dtype=np.float32)
+    return np.ascontiguousarray(p.reshape(n, 3, 4, s, 4, s).transpose(0, 2, 4, 1, 3, 5).reshape(graph_patch_shape(n, patch_size)),
+                                dtype=np.float32)
 
 
 def flatten_sampled(p: np.ndarray, patch_size: int) -> np.ndarray:
@@ -178,7 +196,7 @@ def flatten_sampled(p: np.ndarray, patch_size: int) -> np.ndarray:
     flatten_patches(TokenBatch patches): float32(u8) / float32(255), one copy per size."""
     n = p.shape[0]
     if n == 0:
-        return np.empty((0, 3 * patch_size * patch_size), np.float32)
+        return np.empty(graph_patch_shape(0, patch_size), np.float32)
     if patch_size <= 4:
         view = p.transpose(0, 3, 1, 2)  # (n, 3, p, p)
     else:  # (n, 4, s, 4, s, 3) → (n, gy, gx, 3, s, s): cell by cell, each cell channel-major
@@ -186,7 +204,7 @@ def flatten_sampled(p: np.ndarray, patch_size: int) -> np.ndarray:
         view = p.reshape(n, 4, s, 4, s, 3).transpose(0, 1, 3, 5, 2, 4)
     out = np.empty(view.shape, np.float32)
     np.divide(view, np.float32(255.0), out=out, dtype=np.float32)
-    return out.reshape(n, 3 * patch_size * patch_size)
+    return out.reshape(graph_patch_shape(n, patch_size))
 
 
 class EncoderGraph(nn.Module):
@@ -251,7 +269,8 @@ class EncoderGraph(nn.Module):
     def forward(self, *inputs):
         s = self.num_sizes
         patches, coords, mu, w = inputs[:s], inputs[s:2 * s], inputs[2 * s], inputs[2 * s + 1]
-        feats = [rest(F.linear(p, w1, b1)) for p, w1, b1, rest in zip(patches, self.first_w, self.first_b, self.rests)]
+        feats = [rest(F.linear(p, w1, b1).flatten(1) if p.dim() == 3 else F.linear(p, w1, b1))
+                 for p, w1, b1, rest in zip(patches, self.first_w, self.first_b, self.rests)]
         x = torch.cat(feats + [self.registers])
         e = torch.cat([_relative(torch.cat(list(coords)), mu, w), self.register_embeddings])
         c = self.channels
@@ -284,8 +303,10 @@ class DecoderGraph(nn.Module):
         b1 = post.weight1 @ post.norm.bias + post.bias1
         scale = (self.channels // self.att.heads) ** -0.5
         last = self.att.query[4]
-        self.tail = dict(eps=post.norm.eps, w1=w1, b1=b1, wv=torch.cat([w, v]), c=c, q_w=last.weight * scale,
-                         q_b=last.bias * scale)
+        # the tail's two dot products as (m, C)·(C, 1) products: onnxruntime's MatMul with a 1-D right operand took
+        # 44 % of the whole decoder run at 72 keys × 417 queries (0.23 of 0.52 ms; 2-D: 0.45 → 0.25 ms per run)
+        self.tail = dict(eps=post.norm.eps, w1=w1, b1=b1, w=w[:, None].contiguous(), v=v[:, None].contiguous(),
+                         c=c, q_w=last.weight * scale, q_b=last.bias * scale)
 
     def forward(self, k, v, mu, w, coords):
         att, t = self.att, self.tail
@@ -294,7 +315,7 @@ class DecoderGraph(nn.Module):
         q = F.linear(h, t["q_w"], t["q_b"])  # the query MLP's last layer with the 1/√d of the scores folded in
         o = att.out(_attend(q, k, v, att.heads, self.channels, scaled=True))
         h = F.silu(F.linear(F.layer_norm(o, (self.channels,), None, None, t["eps"]), t["w1"], t["b1"]))
-        return torch.cat([o, h], dim=1) @ t["wv"] + t["c"]  # o·w + h·v + c as one product
+        return (o @ t["w"] + h @ t["v"] + t["c"]).squeeze(1)  # o·w + h·v + c
 
 
 def _frozen_copy(model):
@@ -324,7 +345,7 @@ def export_encoder(model) -> bytes:
     with torch.no_grad():
         graph = EncoderGraph(_frozen_copy(model)).eval()
     rng = torch.Generator().manual_seed(0)
-    patches = tuple(torch.rand(3, w.shape[1], generator=rng) for w in graph.first_w)
+    patches = tuple(torch.rand(graph_patch_shape(3, p), generator=rng) for p in sizes)
     coords = tuple(torch.rand(3, 2, generator=rng) for _ in sizes)
     mu, w = (torch.from_numpy(a[0]) for a in whitening(np.array([[0.0, 0.0, 0.2, 0.1, 0.8, 0.6]])))
     names = [f"patches_p{p}" for p in sizes] + [f"coords_p{p}" for p in sizes] + ["mu", "whiten"]
@@ -489,16 +510,20 @@ def encode_sampled(model, patches, coords, position):
 def decode(model, cache, coords: torch.Tensor, q_lens, workers: int = 1, min_parallel: int | None = None,
            chunk: int | None = None) -> torch.Tensor:
     """Logits (Σq,) through the decoder graph: per object, in runs of ≤ chunk queries (default: decoder_chunk of the
-    object's key count); from min_parallel queries on, the runs go to `workers` threads (flip.runtime.parallel_map; each
-    run on one onnxruntime thread)."""
+    object's key count); from the work of ORT_MIN_PARALLEL_QUERIES queries at ORT_REFERENCE_KEYS keys on (or from
+    min_parallel queries, when given), the runs go to `workers` threads (flip.runtime.parallel_map; each run on one
+    onnxruntime thread)."""
     sess = (cache.packed.get("ort") or sessions(model)).decoder
     q = _numpy(coords).astype(np.float32, copy=False)
     k, v = _numpy(cache.k), _numpy(cache.v)
     mu, w = cache.packed.get("whitening") or whitening(_numpy(cache.positions))
     heads = model.mask_extractor.attention.heads
     chunks = [chunk or decoder_chunk(n, heads) for n in cache.kv_lens]
-    min_parallel = ORT_MIN_PARALLEL_QUERIES if min_parallel is None else min_parallel
-    parallel = workers > 1 and q.shape[0] >= min_parallel
+    ref = query_cost(ORT_REFERENCE_KEYS)
+    costs = [query_cost(n) for n in cache.kv_lens]
+    work = sum(int(nq) * c for nq, c in zip(q_lens, costs))  # queries × cost units (ref units: one reference query)
+    parallel = workers > 1 and (work >= ORT_MIN_PARALLEL_QUERIES * ref if min_parallel is None
+                                else q.shape[0] >= min_parallel)
     if len(q_lens) == 1 and q.shape[0] <= chunks[0] and k.shape[0] and not parallel:  # (one object, one run)
         return torch.from_numpy(sess.run(None, {"k": k, "v": v, "mu": mu[0], "whiten": w[0], "coords": q})[0].reshape(-1))
     q_lens = np.asarray(q_lens, dtype=np.int64).reshape(-1)
@@ -506,8 +531,8 @@ def decode(model, cache, coords: torch.Tensor, q_lens, workers: int = 1, min_par
     out = np.empty(total, np.float32)
     kv_off = np.concatenate([[0], np.cumsum(cache.kv_lens)])
     if parallel:  # about 4 runs per worker, so a descheduled worker costs at most one small run
-        share = -(-total // (4 * workers))
-        chunks = [max(ORT_MIN_PARALLEL_CHUNK, min(c, share)) for c in chunks]
+        share = -(-work // (4 * workers))
+        chunks = [min(c, max(-(-ORT_MIN_PARALLEL_CHUNK * ref // cost), -(-share // cost))) for c, cost in zip(chunks, costs)]
     items = []
     qa = 0
     for b, nq in enumerate(q_lens):
