@@ -7,9 +7,9 @@ For each object size the same sampled patches and 5σ query grid go through our 
 onnxruntime running the authors' fused FLIP-Tiny graph (graph optimisation off, as the parity test); ours/ORT < 1
 means we are faster. The two engines run alternately within each repetition (the machine is shared: load changes
 hit both alike); "fwd ms" and "ORT ms" are medians, "ours/ORT" is the median of the per-repetition ratios.
---backends: the project's inference backend per table (flip/modeling/ort_backend.py: "auto" = onnxruntime for the
-encoder and small decoder calls, torch above the crossover). --decoder-sweep: torch vs onnxruntime decoder times per
-key and query count, alternating (the measurement behind ort_backend's crossover constants).
+--backends: the project's inference backend per table (flip/modeling/ort_backend.py: "auto" = onnxruntime wherever it
+can run the call). --decoder-sweep: torch vs onnxruntime decoder times per key and query count, alternating (the
+measurement behind ort_backend's backend choice).
 The thread policy (OMP_WAIT_POLICY=PASSIVE before torch loads, flip/runtime.py) is applied by `import flip`.
 Prints figures only; asserts nothing.
 """

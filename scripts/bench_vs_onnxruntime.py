@@ -12,9 +12,8 @@ Each object's time is one full predict call (Gaussian → patches → encoder �
 object per side; with --repeats R each side runs R times per object, alternating (AB BA AB ... then BA AB ... for the next
 object), and the object's time per side is the fastest of its R (the least disturbed by other processes on a shared
 machine; the same rule for both sides). Drifting machine load hits both alike.
-The project side runs its default inference path: onnxruntime for the encoder and small decoder calls (the project's own
-modules exported, flip/modeling/ort_backend.py), torch above the measured crossover; `--project-backend torch` forces
-the torch path for comparison.
+The project side runs its default inference path: onnxruntime for the encoder and the decoder (the project's own
+modules exported, flip/modeling/ort_backend.py); `--project-backend torch` forces the torch path for comparison.
 Per area bucket (mask area / image area) it prints the median time of each side and the median of the per-object
 ratios project/authors (< 1: the project is faster), plus the mean IoU between the two sides' masks (a sanity check:
 the same model on the same kind of patches). Prints and writes figures only; asserts nothing.

@@ -102,13 +102,13 @@ def test_backend_choice():
     with torch.inference_mode():
         assert ort_backend.use_for_encoder(model, cpu, "auto")
         assert not ort_backend.use_for_encoder(model, cpu, "loop")  # an explicit torch attention mode is honoured
-        assert ort_backend.use_for_decoder(model, cpu, "auto", [300], [520])
-        assert ort_backend.use_for_decoder(model, cpu, "auto", [100_000], [520])  # many keys: onnxruntime at any size
-        assert not ort_backend.use_for_decoder(model, cpu, "auto", [100_000], [90])  # few keys, many queries: torch
+        assert ort_backend.use_for_decoder(model, cpu, "auto")
+        assert not ort_backend.use_for_decoder(model, cpu, "loop")
         model.inference_backend = "torch"
         assert not ort_backend.use_for_encoder(model, cpu, "auto")
+        assert not ort_backend.use_for_decoder(model, cpu, "auto")
         model.inference_backend = "onnxruntime"
-        assert ort_backend.use_for_decoder(model, cpu, "auto", [100_000], [90])
+        assert ort_backend.use_for_decoder(model, cpu, "auto")
         model.inference_backend = "cuda-graphs"
         with pytest.raises(ValueError, match="inference backend"):
             ort_backend.use_for_encoder(model, cpu, "auto")

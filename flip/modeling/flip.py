@@ -68,7 +68,7 @@ class FLIP(nn.Module):
 
     def decode(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 4096,
                workers: int = 1) -> torch.Tensor:
-        if ort_backend.use_for_decoder(self, coords.device, mode, q_lens, cache.kv_lens, workers):
+        if ort_backend.use_for_decoder(self, coords.device, mode):
             return ort_backend.decode(self, cache, coords, q_lens, workers)
         return self.mask_extractor.query(cache, coords, q_lens, mode, chunk, workers)
 

@@ -21,7 +21,8 @@ Sessions: one intra-op thread, no spinning, sequential (flip/runtime.py: the thr
 chunks through parallel_map; onnxruntime's run releases the GIL). Built once per model and weights (kept in memory,
 rebuilt when any parameter changes), never written into the repository.
 Choice per call (`use_for_encoder`, `use_for_decoder`): CPU, inference (no autograd), attention mode "auto", float32,
-model.inference_backend / FLIP_INFERENCE_BACKEND ∈ {auto, onnxruntime, torch}; "auto" uses the measured crossovers below.
+model.inference_backend / FLIP_INFERENCE_BACKEND ∈ {auto, onnxruntime, torch}; "auto" takes onnxruntime wherever it can
+run the call (measured faster at every size, below).
 """
 from __future__ import annotations
 
@@ -42,14 +43,11 @@ from .position import CLIP, _stacked_weights
 BACKENDS = ("auto", "onnxruntime", "torch")
 SUPPORTED_PATCH_SIZES = (1, 2, 4, 8, 16)
 OPSET = 17
-# Crossovers measured on the real model, 1 thread (`scripts/bench_flip.py --decoder-sweep`; docs/speed.md). onnxruntime
-# wins the encoder at every size FLIP produces (≤ 512 + registers tokens: ~4 vs 6-7 ms at ~500 tokens, 0.3 vs 1.7 ms at
-# ~60). The decoder, in runs sized for the cache (decoder_chunk): onnxruntime at every query count when the object has
-# ≥ ORT_LONG_KV keys (µs per query, torch / onnxruntime: 256 keys 1.89 / 1.66 at 4096 queries, 1.49 / 1.44 at 16384;
-# 500 keys 2.67 / 2.09 at 2048, 2.38 / 1.95 at 8192, 2.32 / 1.92 at 32768), up to ORT_MAX_DECODER_QUERIES with fewer
-# keys (88 keys: 1.18 / 1.11 at 2048, 1.11 / 1.13 at 8192, 1.01 / 1.07 at 32768), torch's oneDNN attention above.
-ORT_MAX_DECODER_QUERIES = 2048
-ORT_LONG_KV = 256
+# Measured on the real model, 1 thread (`scripts/bench_flip.py --decoder-sweep`; docs/speed.md): onnxruntime wins the
+# encoder at every size FLIP produces (≤ 512 + registers tokens: ~4 vs 6-7 ms at ~500 tokens, 0.3 vs 1.7 ms at ~60) and
+# the decoder at every key and query count (runs sized by decoder_chunk; onnxruntime / torch 0.54-0.72 from 91 to 520
+# keys and 400 to 32768 queries). Before the decoder tail became a 2-D product torch's oneDNN attention won above
+# 2048 queries with < 256 keys; that crossover is gone.
 # Queries per decoder run: the H × run × T float32 scores go through softmax and P·V, so a run is sized to keep them
 # within ~4 MB (cache) instead of main memory: µs per query at 500 keys by run length 256: 1.87, 512: 1.84,
 # 1024: 1.84, 2048: 2.21, 4096: 2.26 (at 250 keys 1.42 / 1.41 / 1.41 / 1.44 / 1.61; at 88 keys flat, 1.07-1.10);
@@ -120,16 +118,9 @@ def use_for_encoder(model, device, mode: str) -> bool:
     return b != "torch" and supported(model, device, mode)
 
 
-def use_for_decoder(model, device, mode: str, q_lens, kv_lens, workers: int = 1) -> bool:
-    """With a thread budget > 1 onnxruntime takes every size: its runs go to parallel_map from ORT_MIN_PARALLEL_QUERIES
-    on (torch's query chunks only from decoder.MIN_PARALLEL_QUERIES), at ≤ 8 % per-thread cost above the 1-thread
-    crossover."""
-    b = backend_of(model)
-    if b == "torch" or not supported(model, device, mode):
-        return False
-    if b == "onnxruntime" or workers > 1:
-        return True
-    return all(int(n) >= ORT_LONG_KV or int(q) <= ORT_MAX_DECODER_QUERIES for q, n in zip(q_lens, kv_lens))
+def use_for_decoder(model, device, mode: str) -> bool:
+    """The decoder takes onnxruntime wherever the encoder does (faster at every measured size, see above)."""
+    return use_for_encoder(model, device, mode)
 
 
 # ------------------------------------------------------------------------------------------------ export modules
