@@ -15,7 +15,7 @@ Two graphs per model, one object per run (hierarchical decoding calls the decode
            optimiser rewrites a Reshape of the authors' graph so that it fails on empty sizes (reference README).
   decoder  k, v (T, C), μ, W, coords (m, 2)  →  logits (m,).
 Folded at export (exact algebra, as the torch fast path): LayerNorm affines into the QKV product, α scalars into the
-products they scale, the decoder tail (256→64→1) into one vector.
+products they scale, the decoder tail (256→64→1) into two column products ((m, C)·(C, 1): see DecoderGraph).
 
 Sessions: one intra-op thread, no spinning, sequential (flip/runtime.py: the thread budget goes to independent query
 chunks through parallel_map; onnxruntime's run releases the GIL). Built once per model and weights (kept in memory,
