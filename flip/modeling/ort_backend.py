@@ -175,11 +175,10 @@ def graph_patch_shape(n: int, patch_size: int) -> tuple:
 def flatten_patches(p: np.ndarray, patch_size: int) -> np.ndarray:
     """(n, 3, p, p) float → the encoder graph's layout for that size (see the module docstring)."""
     n = p.shape[0]
-    if patch_size <= 4:
-        return np.ascontiguousarray(p.reshape(graph_patch_shape(n, patch_size)), dtype=np.float32)
-    s = patch_size // 4
-    return np.ascontiguousarray(p.reshape(n, 3, 4, s, 4, s).transpose(0, 2, 4, 1, 3, 5).reshape(graph_patch_shape(n, patch_size)),
-                                dtype=np.float32)
+    if patch_size > 4:  # (n, 3, gy, s, gx, s) → (n, gy, gx, 3, s, s): cell by cell, each cell channel-major
+        s = patch_size // 4
+        p = p.reshape(n, 3, 4, s, 4, s).transpose(0, 2, 4, 1, 3, 5)
+    return np.ascontiguousarray(p.reshape(graph_patch_shape(n, patch_size)), dtype=np.float32)
 
 
 def flatten_sampled(p: np.ndarray, patch_size: int) -> np.ndarray:
@@ -260,8 +259,10 @@ class EncoderGraph(nn.Module):
     def forward(self, *inputs):
         s = self.num_sizes
         patches, coords, mu, w = inputs[:s], inputs[s:2 * s], inputs[2 * s], inputs[2 * s + 1]
-        feats = [rest(F.linear(p, w1, b1).flatten(1) if p.dim() == 3 else F.linear(p, w1, b1))
-                 for p, w1, b1, rest in zip(patches, self.first_w, self.first_b, self.rests)]
+        feats = []
+        for p, w1, b1, rest in zip(patches, self.first_w, self.first_b, self.rests):
+            h = F.linear(p, w1, b1)
+            feats.append(rest(h.flatten(1) if h.dim() == 3 else h))  # p = 8, 16: (n, 16, out) cells → (n, 16·out)
         x = torch.cat(feats + [self.registers])
         e = torch.cat([_relative(torch.cat(list(coords)), mu, w), self.register_embeddings])
         c = self.channels
