@@ -1,41 +1,14 @@
 """Atomic file writes and the dataset folder layout (shared by the runner and the Blender workers)."""
 from __future__ import annotations
 
-import contextlib
 import io
-import json
-import os
-import secrets
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temp path next to `path`; on success it replaces `path` (os.replace), on any error it is removed.
-
-    One helper for every atomic output: bytes, JSON, JSONL, HDF5 (h5py opens the yielded path itself).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # created like open(): mode 0666 minus the umask (mkstemp would give 0600 and make the dataset private)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-TMP_SUFFIX = ".tmp"
+from segcore.atomic import TMP_SUFFIX, atomic_path, atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
 
 
 def clean_stale_tmp(root: str | Path, min_age_s: float = 0.0) -> int:
@@ -63,28 +36,6 @@ def clean_stale_tmp(root: str | Path, min_age_s: float = 0.0) -> int:
                 pass
     return removed
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default).encode("utf-8"))
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def encode_image(rgb: np.ndarray, fmt: str, quality: int = 95) -> bytes:
     from PIL import Image
 
@@ -95,7 +46,6 @@ def encode_image(rgb: np.ndarray, fmt: str, quality: int = 95) -> bytes:
     else:
         im.save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
-
 
 class Layout:
     """images/{i:06d}.png|jpg, masks/{i:06d}.png, records/{i:06d}.json (done) or {i:06d}.skip.json (skipped)."""
