@@ -157,7 +157,9 @@ def run_slurm(opts: dict, config_file) -> None:
     cfgs = [to_run_config(opts, config_file, shard=(k, n)) for k in range(n)]
     for c in cfgs:
         c.progress = False
-    Runner(cfgs[0]).prepare()  # configuration errors before anything is submitted
+    first = Runner(cfgs[0])
+    print_resolutions(first)
+    first.prepare()  # configuration errors before anything is submitted
     folder = Path(cfgs[0].run_dir) / "slurm"
     cluster = "local" if opts["executor"] == "submitit-local" else "slurm"
     ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
@@ -173,6 +175,12 @@ def run_slurm(opts: dict, config_file) -> None:
     logging.info("submitted %d jobs (%s); waiting", len(jobs), ", ".join(j.job_id for j in jobs))
     for j in jobs:
         logging.info("job %s: %s", j.job_id, j.result())
+
+
+def print_resolutions(runner: Runner) -> None:
+    """Which weights each model name means on this machine, and why: before any work, one line per model."""
+    for line in runner.resolution_lines():
+        print(line, flush=True)
 
 
 def list_models() -> int:
@@ -201,7 +209,9 @@ def main(argv=None) -> int:
             counters = None
         else:
             cfg = to_run_config(opts, args.config)
-            counters = Runner(cfg).run()
+            runner = Runner(cfg)
+            print_resolutions(runner)
+            counters = runner.run()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -223,6 +233,9 @@ def main(argv=None) -> int:
 
         if record_files(run_dir):
             out = make_report(run_dir, merge=True, latest=opts["latest"])
+            summary = run_dir / "summary.txt"
+            if summary.is_file():
+                print("\n" + summary.read_text().rstrip() + "\n")
             print(f"report: {out}")
         else:
             print(f"no records in {run_dir}: no report")

@@ -93,17 +93,36 @@ def available(with_tags: bool = True) -> list[str]:
 
 def resolve_name(name: str, mode: str | None = None) -> str:
     """Full registry name for a CLI name; `--mode hierarchical` turns flip names into their `-h` models."""
+    return resolution(name, mode=mode).name
+
+
+def _weights_tag(name: str, weights) -> tuple[str, object]:
+    """--weights project / authors / official on an untagged name is a tag: (name.tag, None)."""
+    if isinstance(weights, str) and "." not in name and not any(c in weights for c in "/\\.") and weights != "random":
+        return f"{name}.{weights}", None
+    return name, weights
+
+
+def resolution(name: str, weights=None, mode: str | None = None) -> registry.Resolution:
+    """Which weights a CLI name (with --weights / --mode) means here and why; `.line()` is what a run prints."""
+    requested = name.strip()
+    label = requested + (f" --weights {weights}" if weights is not None else "")  # the mode shows in the -h name
+    name, weights = _weights_tag(requested, weights)
     model, tag = registry.split_name(name.strip().lower())
     if mode == "hierarchical" and model.startswith("flip-") and not model.endswith(HIERARCHICAL_SUFFIX):
         model += HIERARCHICAL_SUFFIX
     _families()
-    return registry.get(model + (f".{tag}" if tag else "")).name
+    r = registry.resolve(model + (f".{tag}" if tag else ""))
+    if weights is None:
+        return registry.Resolution(label, r.entry, r.files, r.reason)
+    if str(weights) == "random":
+        return registry.Resolution(label, r.entry, (), "seeded random init: timing only, IoU n/a")
+    return registry.Resolution(label, r.entry, (weights,), f"weights file given: {weights}")
 
 
 def create(name: str, weights=None, mode: str | None = None, device=None, seed: int = 0, download: bool | None = None):
     """Build a Segmenter by registry name. Raises ModelError with the cause (unknown name, missing weights...)."""
-    if isinstance(weights, str) and "." not in name and not any(c in weights for c in "/\\.") and weights != "random":
-        name, weights = f"{name}.{weights}", None  # --weights project / authors / official: a tag
+    name, weights = _weights_tag(name, weights)
     try:
         full = resolve_name(name, mode)
         model = registry.create(full, weights=weights, device=device, seed=seed,
@@ -122,5 +141,5 @@ def iou_is_meaningful(weights_id: str) -> bool:
     return str(weights_id) not in NO_IOU_WEIGHTS
 
 
-__all__ = ["create", "resolve_name", "available", "ModelError", "NoopSegmenter", "OracleBoxSegmenter", "PHASES",
+__all__ = ["create", "resolution", "resolve_name", "available", "ModelError", "NoopSegmenter", "OracleBoxSegmenter", "PHASES",
            "iou_is_meaningful", "check_image"]

@@ -252,9 +252,15 @@ def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | N
     _write(run_dir / "report.md", "\n".join(md) + "\n")
     _write(run_dir / "report.html", render_html(run_dir.name, made, figures, meta, invs, var, head, len(df), now))
 
+    _write(run_dir / "summary.txt", terminal_summary(df, head))
     if latest:
         point_latest(run_dir)
     return run_dir / "report.html"
+
+
+def terminal_summary(df, head: dict | None) -> str:
+    """The headline and the model × object-subset table, as the CLI prints them after a run (also summary.txt)."""
+    return headline_sentence(head) + "\n\n" + stats.terminal_table(df, head).to_text()
 
 
 # ---- HTML ----

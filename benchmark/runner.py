@@ -167,11 +167,14 @@ class Runner:
         if len(set(names)) != len(names):
             raise ConfigError(f"two datasets share a name {names}; name them with NAME=PATH")
         self.models = []
+        self.resolutions: dict[str, dict] = {}  # model label -> which weights its name meant here, and why
         for spec in cfg.models:
             if isinstance(spec, str):
                 try:
                     m = model_registry.create(spec, weights=cfg.weights, mode=cfg.mode, device=cfg.device, seed=cfg.seed,
                                               download=cfg.extra.get("download"))
+                    # after building: a file fetched with --download is found where it now lies
+                    self.resolutions[self.label(m)] = model_registry.resolution(spec, cfg.weights, cfg.mode).describe()
                 except model_registry.ModelError as e:
                     raise ConfigError(str(e)) from None
                 except Exception as e:  # any failure to build a model is a configuration error, never a traceback
@@ -182,9 +185,16 @@ class Runner:
                 if missing:
                     raise ConfigError(f"model object {m!r} lacks {missing}: it does not implement the Segmenter protocol")
             self.models.append(m)
+            self.resolutions.setdefault(self.label(m), {"requested": repr(m), "resolved": self.label(m), "files": [],
+                                                        "reason": "a model object passed in by the caller",
+                                                        "line": f"{self.label(m)}: a model object passed in by the caller"})
         keys = [(self.label(m), str(m.weights_id)) for m in self.models]
         if len(set(keys)) != len(keys):
             raise ConfigError(f"a model is listed twice: {[k[0] for k in keys]}")
+
+    def resolution_lines(self) -> list[str]:
+        """One line per model: `name → resolved entry (why)`, printed by the CLI before the run."""
+        return [r["line"] for r in self.resolutions.values()]
 
     @staticmethod
     def label(model) -> str:
@@ -290,7 +300,8 @@ class Runner:
     def describe_model(self, m) -> dict:
         from segcore import registry
 
-        d = {"weights_id": str(m.weights_id), "num_parameters": int(m.num_parameters), **self.settings_of(m)}
+        d = {"weights_id": str(m.weights_id), "num_parameters": int(m.num_parameters), **self.settings_of(m),
+             "resolution": self.resolutions.get(self.label(m))}
         try:
             entry = registry.get(self.label(m))
             d.update(registry_name=entry.name, description=entry.description, convention=entry.convention)

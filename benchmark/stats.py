@@ -7,7 +7,8 @@ import zlib
 import numpy as np
 
 from .models import iou_is_meaningful
-from .tables import EMPTY, SIZE_BINS, SMALL_OBJECT_RATIO, Table, model_order, short_labels, valid_iou
+from .tables import (EMPTY, SIZE_BINS, SMALL_OBJECT_RATIO, Table, _finite_median, fmt_ms, model_order, na_reason,
+                     short_labels, valid_iou)
 
 N_BOOT = 2000
 
@@ -128,6 +129,25 @@ def headline_grid(df) -> dict:
             top = max(v for v, _ in vals)
             best[j] = [i for v, i in vals if round(v, 2) == round(top, 2)]  # ties at the printed precision share it
     return {"columns": [c[0] for c in cols], "rows": rows, "best": best}
+
+
+def terminal_table(df, head: dict | None = None) -> Table:
+    """What a run prints when it ends: every model × {all, < 1 %, COCO small/medium/large} mean IoU (%) with the
+    object count (the headline grid, computed once), and the median model time per object (ms)."""
+    grid = head["grid"] if head else headline_grid(df)
+    by_pair = {r[1]: r[2] for r in grid["rows"]}
+    labels = short_labels(model_order(df))
+    rows = []
+    for m, w in model_order(df):
+        ok = df[(df["model"] == m) & (df["weights_id"] == w) & (df["status"] == "ok")]
+        cells = by_pair.get((m, w))
+        if cells is None:  # random weights / no model: no IoU, but the time is real
+            iou = [na_reason(w)] * len(grid["columns"])
+        else:
+            iou = [f"{v:.2f} (n={n})" if np.isfinite(v) else f"{EMPTY} (n=0)" for v, n in cells]
+        rows.append([labels[(m, w)], *iou, fmt_ms(_finite_median(ok["time_object"].to_numpy(float)))])
+    header = ["Model", *grid["columns"], "Median ms/object"]
+    return Table("terminal", "Mean IoU (%) by object subset, all datasets pooled", header, rows)
 
 
 def paired_difference(df, a: tuple[str, str], b: tuple[str, str], seed: int = 0) -> dict | None:

@@ -59,6 +59,15 @@ class Table:
             out += "\n" + "\n".join(f"- {n}" for n in self.notes) + "\n"
         return out
 
+    def to_text(self) -> str:
+        """Plain columns for a terminal: numbers right-aligned, text left."""
+        cells = [list(map(str, self.header))] + [list(map(str, r)) for r in self.rows]
+        widths = [max(len(r[j]) for r in cells if j < len(r)) for j in range(len(self.header))]
+        num = self.numeric_columns()
+        line = lambda r: "  ".join(c.rjust(w) if num[j] else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+        out = [line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]]
+        return "\n".join(out) + "\n"
+
     def to_csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

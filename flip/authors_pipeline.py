@@ -1,10 +1,11 @@
 """The authors' FLIP pipeline, as a reference to measure against: their C patch sampler + their ONNX in onnxruntime.
 
-    pipe = AuthorsPipeline(threads=1)                # needs ../shared/reference (or FLIP_REFERENCE_DIR)
+    pipe = AuthorsPipeline(onnx_path, sampler_src, threads=1)   # their flip-tiny-fused.onnx and their ext/ folder
     mask = pipe.predict(image, prompt.rho, mode="5sigma", seed=7)
     pipe.timings                                     # seconds of the last predict, per phase
 
-Nothing from the reference folder enters the repository: the sampler sources (`authors-sampler/ext`, MIT) are compiled
+The caller names both files (tests and scripts take them from FLIP_REFERENCE_DIR, tests/reference.py); nothing here
+looks for them. Nothing from the reference folder enters the repository: the sampler sources (`authors-sampler/ext`, MIT) are compiled
 on demand with `cc` into a cache folder outside the repo (FLIP_AUTHORS_BUILD_DIR, default <tmp>/flip-authors-sampler-<hash
 of sources and flags>), with the authors' own build flags, and loaded as the CPython extension `flip_position`;
 `flip-tiny-fused.onnx` runs in onnxruntime with graph optimisation off (the only setting that runs it with empty patch
@@ -43,27 +44,21 @@ class ReferenceMissing(FileNotFoundError):
     pass
 
 
-def reference_dir() -> Path:
-    """FLIP_REFERENCE_DIR, else ../shared/reference beside the project root."""
-    env = os.environ.get("FLIP_REFERENCE_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "reference"
-
-
-def _require(path: Path, what: str) -> Path:
-    if not path.exists():
+def _require(path, what: str) -> Path:
+    if path is None or not Path(path).exists():
         raise ReferenceMissing(
-            f"{what} not found at {path}. The authors' pipeline needs the shared reference folder (flip-tiny-fused.onnx and "
-            "authors-sampler/ext, see its README) beside the project, or FLIP_REFERENCE_DIR pointing at it; the files come "
-            "from the authors' repository CognitiveModeling/FLIP (docs/flipencoder.onnx and ext/).")
-    return path
+            f"{what} not found{'' if path is None else f' at {path}'}. The authors' pipeline needs their files, named "
+            "by the caller: their FLIP-Tiny ONNX (docs/flipencoder.onnx) and their sampler sources (ext/), both from "
+            "the authors' repository CognitiveModeling/FLIP.")
+    return Path(path)
 
 
-def build_sampler(src: Path | None = None, build_dir: Path | None = None, cc: str | None = None,
+def build_sampler(src: Path, build_dir: Path | None = None, cc: str | None = None,
                   cflags: tuple = CFLAGS) -> Path:
     """Compile the authors' sampler into a cache folder outside the repo (once per source/flag hash). Returns the .so."""
     import numpy
 
-    src = _require(Path(src) if src else reference_dir() / "authors-sampler" / "ext", "authors' sampler sources")
+    src = _require(src, "authors' sampler sources")
     for name in SOURCES:
         _require(src / name, f"authors' sampler source {name}")
     cc = cc or os.environ.get("CC", "cc")
@@ -94,13 +89,14 @@ def build_sampler(src: Path | None = None, build_dir: Path | None = None, cc: st
 _modules: dict = {}
 
 
-def load_sampler(src: Path | None = None, build_dir: Path | None = None, cflags: tuple = CFLAGS):
+def load_sampler(src: Path, build_dir: Path | None = None, cflags: tuple = CFLAGS):
     """The authors' `flip_position` module (compiled on first use; their flags by default, IEEE_CFLAGS for their code
     with IEEE arithmetic), with `seed(s)` added: their initialize_ziggurat(s) mixing through the exported zigset()
     (authors-sampler README)."""
     cflags = tuple(cflags)
-    if cflags in _modules:
-        return _modules[cflags]
+    key = (str(src), cflags)
+    if key in _modules:
+        return _modules[key]
     import ctypes
 
     so = build_sampler(src, build_dir, cflags=cflags)
@@ -117,14 +113,14 @@ def load_sampler(src: Path | None = None, build_dir: Path | None = None, cflags:
         lib.r4_nor_setup()
 
     mod.seed = seed
-    _modules[cflags] = mod
+    _modules[key] = mod
     return mod
 
 
-def onnx_session(path: Path | None = None, threads: int = 1):
+def onnx_session(path: Path, threads: int = 1):
     import onnxruntime as ort
 
-    path = _require(Path(path) if path else reference_dir() / "flip-tiny-fused.onnx", "authors' FLIP-Tiny ONNX")
+    path = _require(path, "authors' FLIP-Tiny ONNX")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = int(threads)
@@ -136,10 +132,10 @@ class AuthorsPipeline:
     """Per object: their sampler → their fused ONNX. Phases in `timings` (seconds): preprocess (position, sampling,
     patch layout, query grid), model (onnxruntime), postprocess (threshold, paste)."""
 
-    def __init__(self, onnx_path: Path | None = None, threads: int = 1, num_tokens: int = 512, tau: float = 2.67,
+    def __init__(self, onnx_path: Path, sampler_src: Path, threads: int = 1, num_tokens: int = 512, tau: float = 2.67,
                  coverage: float = 1.44, num_mask_tokens: int = 2048, scale: float = 3.0, uncertainty: float = 0.01,
                  cflags: tuple = CFLAGS):
-        self.sampler = load_sampler(cflags=cflags)
+        self.sampler = load_sampler(sampler_src, cflags=cflags)
         self.session = onnx_session(onnx_path, threads)
         self.threads = int(threads)
         self.num_tokens, self.tau, self.coverage = int(num_tokens), float(tau), float(coverage)

@@ -20,7 +20,7 @@ from segcore.segmenter import count_parameters
 from .gaussian import PER_AXIS, PIXEL
 from .predictor import FlipPredictor
 from .variants import MODEL_CONFIGS, create_model
-from .weights import load_weights, reference_onnx
+from .weights import load_weights
 
 HIERARCHICAL = "-h"
 AUTHORS_REPO = "https://github.com/CognitiveModeling/FLIP"
@@ -33,17 +33,12 @@ PUBLISHED_SHA256 = {
 AUTHORS_RULE = dict(convention=PER_AXIS, sampler_compat="authors")
 
 
-def _shared_reference() -> Path | None:
-    p = reference_onnx()
-    return p if p.is_file() else None
-
-
 def authors_files(variant: str) -> tuple[tuple[hub.WeightFile, ...], ...]:
     """File sets that carry the authors' weights of one variant, in the order they are tried."""
     sets = []
-    if variant == "tiny":  # their docs/flipencoder.onnx (fused encoder + predictor), also in ../shared/reference
+    if variant == "tiny":  # their docs/flipencoder.onnx (fused encoder + predictor), cached as flip-tiny-fused.onnx
         sets.append((hub.WeightFile("flip-tiny-fused.onnx", "flip", "authors", PUBLISHED_SHA256["flip-tiny-fused.onnx"],
-                                    f"{AUTHORS_REPO}/raw/59375b6/docs/flipencoder.onnx", local=(lambda: _shared_reference(),)),))
+                                    f"{AUTHORS_REPO}/raw/59375b6/docs/flipencoder.onnx"),))
     pair = tuple(hub.WeightFile(f"flip-{part}-{variant}.onnx", "flip", "authors",
                                 PUBLISHED_SHA256.get(f"flip-{part}-{variant}.onnx"),
                                 PUBLISHED_ONNX_URL.format(part=part, variant=variant))

@@ -2,7 +2,7 @@
 
 Sources (all give the authors' state-dict keys `sparsify.*`, `layers.N.*`, `mask_extractor.*`):
   * Lightning .ckpt: `state_dict` with a `net.encoder.` prefix (any prefix is stripped).
-  * ONNX: the fused single graph (docs/flipencoder.onnx, shared as flip-tiny-fused.onnx) or the two-graph
+  * ONNX: the fused single graph (their docs/flipencoder.onnx, cached as flip-tiny-fused.onnx) or the two-graph
     export flip-encoder-*.onnx + flip-predictor-*.onnx. Most initializers carry state-dict names; the few
     anonymous `onnx::MatMul_*` ones are matched through the MatMul/Gemm node that consumes them: its scope
     (e.g. /layers/layers.0/mlp/MatMul_1) names the module, the op index names the weight, the shape confirms it.
@@ -216,11 +216,6 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike | Sequence) -> 
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
-
-
-def reference_onnx() -> Path:
-    """Where the authors' FLIP-Tiny ONNX lies in a checkout with ../shared beside it (tests, parity scripts)."""
-    return repo_root().parent / "shared" / "reference" / "flip-tiny-fused.onnx"
 
 
 def pretrained(name: str = "flip-tiny", path=None, device=None, download: bool | None = None):

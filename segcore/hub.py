@@ -1,8 +1,8 @@
 """The one weights hub: where every model's weight files are found, verified and (only when asked) downloaded.
 
 Search order for a registered file: an explicit path → the cache folder ($FLIP_SUITE_CACHE, default
-~/.cache/flip-suite, one sub-folder per family) → the entry's extra local places (a file packaged with the
-project, the shared reference folder) → a download, only with an explicit opt-in (`--download` or
+~/.cache/flip-suite, one sub-folder per family) → the entry's extra local places (files packaged with the
+project) → a download, only with an explicit opt-in (`--download` or
 FLIP_SUITE_DOWNLOAD=1) and only when the published sha256 is known, verified before the file takes its name.
 Every failure names the file, the folders searched and where to get it.
 
@@ -92,7 +92,7 @@ def missing_message(model: str, files: Sequence[WeightFile]) -> str:
     where = cache_dir(files[0].family) if files else cache_dir()
     urls = "; ".join(f"{f.filename}: {f.zipped_url or f.url}" for f in files if f.url)
     return (f"{model}: weights {names} not found. Looked in {where} (set ${ENV_CACHE} to move the cache) "
-            + "".join(f"and {len(f.local)} packaged/shared place(s) " for f in files[:1] if f.local)
+            + "".join(f"and {len(f.local)} packaged place(s) " for f in files[:1] if f.local)
             + f"and downloads are off. Get the file(s) from {urls or 'the model authors'} and put them in {where}, "
             f"pass a path, or allow a verified download with --download / {ENV_DOWNLOAD}=1.")
 

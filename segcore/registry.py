@@ -3,7 +3,10 @@
 A full name is `<model>.<tag>`: the model is an architecture with its inference mode (`flip-tiny`,
 `flip-tiny-h` = hierarchical refinement, `sam-b`), the tag names the weights (`authors`, `project`, `official`).
 A name without a tag takes the model's first tag whose weights are on this machine, else its first tag (which
-then fails with the way to get the weights). The weights id of every record says which file was used.
+then fails with the way to get the weights). `resolve(name)` says which entry a name means and why, in one line
+(`flip-tiny → flip-tiny.project (the authors' published weights are not in the cache …: make weights MODEL=…)`);
+the benchmark prints it for every model and writes it into run.json. The weights id of every record says which
+file was used.
 
 Each family registers its entries next to its adapter (flip/segmenter.py, baselines/<model>.py,
 benchmark/models.py); this module imports none of them, so it stays torch-free. Whoever wants the whole list
@@ -12,9 +15,10 @@ imports the families first (benchmark.models does).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
-from .hub import WeightFile, find
+from .hub import WeightFile, cache_dir, find
 
 
 class ModelError(ValueError):
@@ -90,19 +94,92 @@ def split_name(name: str) -> tuple[str, str | None]:
     return model, (tag or None)
 
 
-def get(name: str) -> ModelEntry:
-    """The entry for a full or untagged name; an untagged name takes the first tag with local weights."""
-    model, tag = split_name(name.strip().lower())
+@dataclass(frozen=True)
+class Resolution:
+    """Which entry a name means on this machine, and why (one line: `line()`)."""
+
+    requested: str  # the name as given
+    entry: ModelEntry
+    files: tuple  # the local files the entry will load (empty: none needed, or not here)
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    def line(self) -> str:
+        return f"{self.requested} → {self.entry.name} ({self.reason})"
+
+    def describe(self) -> dict:
+        return {"requested": self.requested, "resolved": self.entry.name, "reason": self.reason,
+                "files": [str(f) for f in self.files], "line": self.line()}
+
+
+def where(path) -> str:
+    """'in <cache folder>' / 'packaged with the project' / 'at <path>'."""
+    path = Path(path)
+    cache = cache_dir()
+    try:
+        path.resolve(strict=False).relative_to(cache.resolve(strict=False))
+        return f"in {path.parent}"
+    except ValueError:
+        pass
+    return "packaged with the project" if any(part == "checkpoints" for part in path.parts) else f"at {path}"
+
+
+def _found(entry: ModelEntry, files) -> str:
+    if not files:
+        return "no weights needed"
+    names = " + ".join(Path(f).name for f in files)
+    places = dict.fromkeys(where(f) for f in files)
+    return f"found {names} {', '.join(places)}"
+
+
+def _not_here(entry: ModelEntry) -> str:
+    who = {"authors": "the authors' published", "official": "the official", "project": "the project's"}.get(
+        entry.tag, f"the {entry.tag!r}")
+    return f"{who} weights are not in the cache {cache_dir(entry.weights[0].family if entry.weights else '')}: " \
+           f"make weights MODEL={entry.name}"
+
+
+def resolve(name: str) -> Resolution:
+    """The entry for a full or untagged name, the local files it will load, and the reason in words. An untagged
+    name takes the first tag with local weights (skipped tags are named with how to get their weights)."""
+    requested = name.strip()
+    model, tag = split_name(requested.lower())
     if model not in _ORDER:
         raise ModelError(f"unknown model {name!r}; available: {', '.join(list_models(with_tags=False)) or 'none'} "
                          "(tags: python -m benchmark --list-models)")
-    if tag is None:
-        tags = _ORDER[model]
-        tag = next((t for t in tags if _ENTRIES[f'{model}.{t}' if t else model].local_files() is not None), tags[0])
-    full = f"{model}.{tag}" if tag else model
-    if full not in _ENTRIES:
-        raise ModelError(f"model {model!r} has no weights tag {tag!r}; tags: {', '.join(_ORDER[model])}")
-    return _ENTRIES[full]
+    if tag is not None:
+        full = f"{model}.{tag}" if tag else model
+        if full not in _ENTRIES:
+            raise ModelError(f"model {model!r} has no weights tag {tag!r}; tags: {', '.join(_ORDER[model])}")
+        entry = _ENTRIES[full]
+        files = entry.local_files()
+        if files is None:
+            return Resolution(requested, entry, (), "tag named; " + _not_here(entry))
+        return Resolution(requested, entry, tuple(files), "tag named; " + _found(entry, files))
+    skipped = []
+    for t in _ORDER[model]:
+        entry = _ENTRIES[f"{model}.{t}" if t else model]
+        files = entry.local_files()
+        if files is None:
+            skipped.append(entry)
+            continue
+        if not entry.file_sets():
+            why = "no published weights for this architecture: random init or a file" if t == "random" else "no weights needed"
+        else:
+            why = _found(entry, files)
+        if skipped:
+            why = "; ".join(_not_here(e) for e in skipped) + "; " + why
+        return Resolution(requested, entry, tuple(files), why)
+    entry = _ENTRIES[f"{model}.{_ORDER[model][0]}" if _ORDER[model][0] else model]
+    return Resolution(requested, entry, (), "no weights of any tag here; " + _not_here(entry))
+
+
+def get(name: str) -> ModelEntry:
+    """The entry for a full or untagged name; an untagged name takes the first tag with local weights."""
+    return resolve(name).entry
 
 
 def create(name: str, weights=None, device=None, seed: int = 0, **kwargs):

@@ -1,18 +1,9 @@
 """Shared helpers for the FLIP model tests: a synthetic image and sampler-free patch sets."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 SIZES = (1, 2, 4, 8, 16)
-
-
-def reference_onnx() -> Path:
-    """The authors' FLIP-Tiny ONNX for parity tests: ../shared/reference, or a copy named by FLIP_REFERENCE_ONNX."""
-    env = os.environ.get("FLIP_REFERENCE_ONNX")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "reference" / "flip-tiny-fused.onnx"
 
 
 def synthetic_image(h=256, w=320):

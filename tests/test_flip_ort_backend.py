@@ -7,7 +7,8 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from flip.modeling import FLIP, FlipConfig, TokenBatch, ort_backend  # noqa: E402
-from tests.flip_testutil import crop_patches, position, reference_onnx, synthetic_image  # noqa: E402
+from tests import reference  # noqa: E402
+from tests.flip_testutil import crop_patches, position, synthetic_image  # noqa: E402
 
 # per patch size (1, 2, 4, 8, 16): a tiny object (no 8/16 patches), a mid one, a full 512-token one, only large patches
 COUNTS = ([40, 12, 6, 0, 0], [150, 60, 30, 8, 0], [300, 120, 60, 24, 8], [0, 0, 0, 5, 3])
@@ -151,11 +152,11 @@ def _object_masks(shape):
             ((xx - 40) / 3.0) ** 2 + ((yy - 200) / 2.0) ** 2 < 1]  # a few pixels
 
 
-@pytest.mark.skipif(not reference_onnx().exists(), reason="authors' FLIP-Tiny ONNX not found (../shared/reference)")
+@pytest.mark.reference("onnx")
 def test_authors_weights_logits_and_masks_match_torch_path():
     import flip
 
-    model = flip.pretrained("flip-tiny", path=reference_onnx()).eval()
+    model = flip.pretrained("flip-tiny", path=reference.onnx_path()).eval()
     for counts in COUNTS[:3]:
         batch = _batch([counts], seed=7)
         q = torch.rand(2500, 2) * 0.5 - 0.25

@@ -8,7 +8,7 @@ from flip.predictor import SIGMA_MIN_PX, FlipPredictor, box_5sigma, hierarchical
 from segcore.prompt import Prompt, PromptError
 from segcore.segmenter import Segmenter
 
-from .flip_testutil import reference_onnx
+from . import reference
 
 pytest.importorskip("flip.sampler", reason="flip.sampler (C fovea sampler binding) not built yet")
 
@@ -118,12 +118,12 @@ def test_unknown_mode():
         FlipPredictor(flip.create_model("flip-tiny"), mode="full")
 
 
-@pytest.mark.skipif(not reference_onnx().is_file(), reason="authors' FLIP-Tiny ONNX not available")
+@pytest.mark.reference("onnx")
 @pytest.mark.parametrize("mode", ["5sigma", "hierarchical"])
 def test_authors_weights_segment_synthetic_objects(mode, monkeypatch):
     """With the authors' weights the predictor segments clean synthetic objects well (sanity, not a benchmark)."""
     img, masks = _scene()
-    seg = flip.create_segmenter("flip-tiny", weights=str(reference_onnx()), mode=mode, device="cpu")
+    seg = flip.create_segmenter("flip-tiny", weights=str(reference.onnx_path()), mode=mode, device="cpu")
     assert seg.predictor.convention == "per-axis"
     seg.set_image(img)
     out = seg.predict([Prompt.from_mask(m) for m in masks[:2]])

@@ -8,10 +8,11 @@ from flip import weights as W
 from flip.modeling import TokenBatch
 from flip.modeling.numerics import ort_order
 
-from .flip_testutil import SIZES, allocation, crop_patches, position, reference_onnx, synthetic_image
+from . import reference
+from .flip_testutil import SIZES, allocation, crop_patches, position, synthetic_image
 
-REF = reference_onnx()
-needs_ref = pytest.mark.skipif(not REF.is_file(), reason=f"authors' FLIP-Tiny ONNX not found at {REF} (set FLIP_REFERENCE_ONNX)")
+REF = reference.onnx_path()  # None when absent or hidden
+needs_ref = pytest.mark.reference("onnx")
 
 
 def test_strip_prefix():
@@ -135,7 +136,7 @@ def test_non_finite_weights_are_refused(tmp_path):
 
 
 @needs_ref
-def test_authors_label_only_for_the_published_digest(tmp_path):
+def test_authors_label_only_for_the_published_digest(tmp_path, authors_cache):
     import shutil
 
     assert flip.pretrained("flip-tiny.authors").weights_id.startswith("authors:flip-tiny-fused.onnx@sha256:ef53c2774528")
@@ -168,8 +169,8 @@ def test_onnx_import_uses_every_initializer():
 
 
 @needs_ref
-def test_pretrained_finds_shared_reference(monkeypatch, tmp_path):
-    monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path))  # an empty cache: found through ../shared/reference
+def test_pretrained_finds_the_authors_file_in_the_cache(authors_cache):
+    """A user who puts the authors' ONNX into the cache gets it for the untagged name."""
     m = flip.pretrained("flip-tiny")
     assert m.weights_id == "authors:flip-tiny-fused.onnx@sha256:ef53c2774528"
     assert m.gaussian_convention == "per-axis"

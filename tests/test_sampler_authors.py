@@ -1,6 +1,6 @@
 """compat="authors": the authors' patch sampler reproduced bit for bit (docs/sampler.md).
 
-Against the measured reference in ../shared/reference/authors-sampler (skipped with a reason when absent):
+Against the measured reference in $FLIP_REFERENCE_DIR/authors-sampler (marked `reference`, tests/reference.py):
   - the 42 golden cases: patches and coords bit for bit, C and the NumPy twin;
   - the 264 count cases: with the reference's own seeds (1…100) the per-size mean and std reproduce the stored
     numbers; with fresh seeds every case matches per size within 4 combined standard errors + 0.3.
@@ -8,7 +8,6 @@ Without the reference: the NumPy twin equals C bit for bit on random cases, the 
 rounding-sensitive extraction path agrees on crafted centres.
 """
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,18 +15,17 @@ import pytest
 from flip import sampler as S
 from flip.sampler import authors as A
 
+from . import reference
+
 pytestmark = pytest.mark.skipif(S._fovea is None, reason="C extension flip._fovea not built")
 
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "authors-sampler"
+REF = reference.sampler_dir()  # None when absent or hidden
 SIZES = (1, 2, 4, 8, 16)
-needs_ref = pytest.mark.skipif(
-    not (REF / "counts.json").is_file() or not (REF / "golden.npz").is_file(),
-    reason=f"authors' sampler reference not found at {REF} (../shared/reference/authors-sampler, not in the repo)",
-)
+needs_ref = pytest.mark.reference("sampler")
 
 
 def _cases():
-    if not (REF / "counts.json").is_file():
+    if REF is None or not (REF / "counts.json").is_file():
         return []
     return json.loads((REF / "counts.json").read_text())
 

@@ -38,12 +38,11 @@ def test_config_file_sets_defaults_and_flags_win(tmp_path):
         parse_args(["--config", str(bad)])
 
 
-def test_fine_tune_from_authors_weights():
-    from flip.weights import reference_onnx
+@pytest.mark.reference("onnx")
+def test_fine_tune_from_authors_weights(authors_cache):
+    from tests import reference
 
-    if not reference_onnx().is_file():
-        pytest.skip(f"authors' FLIP-Tiny not found at {reference_onnx()} (../shared absent)")
-    args = parse_args(["--data", "x", "--init-weights", str(reference_onnx())])
+    args = parse_args(["--data", "x", "--init-weights", str(reference.onnx_path())])
     model, source = build_model(args, torch.device("cpu"))
     assert source.startswith("authors:")
     alphas = [float(layer.alpha.detach()) for layer in model.layers]
@@ -68,8 +67,7 @@ def test_untagged_name_takes_the_committed_project_checkpoint_when_no_authors_fi
     path = segmenter.CHECKPOINT_DIR / "flip-tiny-objascale.pt"
     if not path.is_file():
         pytest.skip("no committed flip/checkpoints/flip-tiny-objascale.pt")
-    monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(segmenter, "_shared_reference", lambda: None)  # as on a machine without ../shared
+    monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path / "empty-cache"))  # a fresh clone: nothing in the cache
     model = flip.pretrained("flip-tiny")
     assert model.weights_id.startswith("project:flip-tiny-objascale.pt")
     assert (model.gaussian_convention, model.sampler_compat) == ("pixel", "exact")
