@@ -115,6 +115,8 @@ def resolution(name: str, weights=None, mode: str | None = None) -> registry.Res
     r = registry.resolve(model + (f".{tag}" if tag else ""))
     if weights is None:
         return registry.Resolution(label, r.entry, r.files, r.reason)
+    if not r.entry.file_sets() and not r.entry.tag:  # model-free references take no weights
+        return registry.Resolution(label, r.entry, (), r.reason + "; --weights does not apply")
     if str(weights) == "random":
         return registry.Resolution(label, r.entry, (), "seeded random init: timing only, IoU n/a")
     return registry.Resolution(label, r.entry, (weights,), f"weights file given: {weights}")

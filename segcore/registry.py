@@ -14,6 +14,7 @@ imports the families first (benchmark.models does).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -117,10 +118,9 @@ class Resolution:
 
 def where(path) -> str:
     """'in <cache folder>' / 'packaged with the project' / 'at <path>'."""
-    path = Path(path)
-    cache = cache_dir()
+    path = Path(os.path.abspath(path))  # not resolve(): a file linked into the cache is still in the cache
     try:
-        path.resolve(strict=False).relative_to(cache.resolve(strict=False))
+        path.relative_to(os.path.abspath(cache_dir()))
         return f"in {path.parent}"
     except ValueError:
         pass
@@ -136,8 +136,9 @@ def _found(entry: ModelEntry, files) -> str:
 
 
 def _not_here(entry: ModelEntry) -> str:
+    source = entry.weights[0].source if entry.weights else entry.tag
     who = {"authors": "the authors' published", "official": "the official", "project": "the project's"}.get(
-        entry.tag, f"the {entry.tag!r}")
+        source, f"the {entry.tag!r}")
     return f"{who} weights are not in the cache {cache_dir(entry.weights[0].family if entry.weights else '')}: " \
            f"make weights MODEL={entry.name}"
 

@@ -24,14 +24,23 @@ def test_names_resolve_to_tagged_registry_entries():
         models.create("flip-tiny.nonsense")
 
 
-def test_weights_tag_and_random_init_are_seeded_and_side_effect_free():
+@pytest.mark.parametrize("authors_file_in_cache", [False, True])
+def test_weights_tag_and_random_init_are_seeded_and_side_effect_free(authors_file_in_cache, tmp_path, monkeypatch):
+    """The untagged name means the authors' weights only where their file is in the cache (a fresh clone: the
+    project's checkpoint); a random init takes that entry's architecture and never touches the global RNG."""
     import torch
 
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FLIP_SUITE_CACHE", str(cache))
+    if authors_file_in_cache:  # resolution looks at which files are there, not into them
+        (cache / "flip").mkdir(parents=True)
+        (cache / "flip" / "flip-tiny-fused.onnx").write_bytes(b"placeholder")
+    expected = "flip-tiny.authors" if authors_file_in_cache else "flip-tiny.project"
     state = torch.get_rng_state()
     a = models.create("flip-tiny", weights="random", seed=3)
     b = models.create("flip-tiny", weights="random", seed=3)
     assert torch.equal(state, torch.get_rng_state())  # no global seeding
-    assert a.weights_id == "random" and a.name == "flip-tiny.authors"
+    assert a.weights_id == "random" and a.name == expected
     for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(va, vb), k
     p = models.create("flip-tiny", weights="project")  # --weights project: the committed checkpoint
@@ -81,24 +90,63 @@ def test_objascale_folder_and_its_hdf5_export_agree():
         np.testing.assert_array_equal(ma, mb)  # RLE in the json, PNG in the HDF5: decoded independently
 
 
-def _reference_onnx():
-    p = ROOT.parent / "shared" / "reference" / "flip-tiny-fused.onnx"
-    return p if p.is_file() else None
-
-
-@pytest.mark.skipif(_reference_onnx() is None, reason="authors' flip-tiny-fused.onnx not found (../shared/reference absent)")
-def test_flip_tiny_with_authors_weights_through_the_harness(tmp_path):
+@pytest.mark.reference("onnx")
+def test_flip_tiny_with_authors_weights_through_the_harness(tmp_path, authors_cache):
     """The real model in the real loop: authors' weights id, token counts and a meaningful IoU are recorded."""
     from segcore.records import read_rows
     from benchmark.runner import RunConfig, Runner
     from tests.fixtures import make_coco_dataset
 
     data = make_coco_dataset(tmp_path / "ds", n_images=2, objects_per_image=1, sizes=((48, 64),), polygons=False)
-    cfg = RunConfig(models=["flip-tiny.authors"], datasets=[str(data)], run_dir=str(tmp_path / "run"),
+    cfg = RunConfig(models=["flip-tiny"], datasets=[str(data)], run_dir=str(tmp_path / "run"),
                     threads=1, warmup=0, progress=False)
-    c = Runner(cfg).run()
+    runner = Runner(cfg)
+    assert runner.resolution_lines() == [f"flip-tiny → flip-tiny.authors (found flip-tiny-fused.onnx in {authors_cache / 'flip'})"]
+    c = runner.run()
     rows = read_rows(tmp_path / "run")
     assert c.ok == 2 and len(rows) == 2
     for r in rows:
         assert r["weights_id"].startswith("authors") and r["num_parameters"] > 500_000
         assert 0.0 <= r["iou"] <= 1.0 and r["tokens"] > 0 and r["t_encoder"] > 0
+
+
+def test_a_name_resolves_with_its_reason(tmp_path, monkeypatch):
+    """One meaning for a name: which entry, which files, and why, from the registry (torch-free)."""
+    from segcore import registry
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FLIP_SUITE_CACHE", str(cache))
+    models.available()
+    r = registry.resolve("flip-tiny")
+    assert r.name == "flip-tiny.project" and [p.name for p in r.files] == ["flip-tiny-objascale.pt"]
+    assert r.line() == ("flip-tiny → flip-tiny.project (the authors' published weights are not in the cache "
+                        f"{cache / 'flip'}: make weights MODEL=flip-tiny.authors; found flip-tiny-objascale.pt "
+                        "packaged with the project)")
+    assert registry.resolve("flip-tiny.authors").line().startswith("flip-tiny.authors → flip-tiny.authors (tag named; "
+                                                                 "the authors' published weights are not in the cache")
+    assert registry.resolve("noop").line() == "noop → noop (no weights needed)"
+    assert registry.resolve("flip-small-maxpatch4").name == "flip-small-maxpatch4.random"
+    (cache / "flip").mkdir(parents=True)
+    (cache / "flip" / "flip-tiny-fused.onnx").write_bytes(b"x")
+    r = registry.resolve("flip-tiny")
+    assert r.name == "flip-tiny.authors" and r.line() == f"flip-tiny → flip-tiny.authors (found flip-tiny-fused.onnx in {cache / 'flip'})"
+    assert registry.get("flip-tiny") is r.entry  # get() and resolve() are one decision
+    # the harness's view: --weights and --mode show in the line
+    assert models.resolution("flip-tiny", weights="project").line().startswith("flip-tiny --weights project → flip-tiny.project (tag named; found")
+    assert models.resolution("flip-tiny", weights="random", mode="hierarchical").line() == \
+        "flip-tiny --weights random → flip-tiny-h.authors (seeded random init: timing only, IoU n/a)"
+    w = tmp_path / "mine.pt"
+    assert models.resolution("flip-tiny", weights=str(w)).line() == f"flip-tiny --weights {w} → flip-tiny.authors (weights file given: {w})"
+
+
+def test_the_registry_resolution_stays_torch_free():
+    import subprocess
+    import sys
+
+    code = ("import sys; from segcore import registry, hub; registry.register(registry.ModelEntry('m', 'a', None, "
+            "weights=(hub.WeightFile('w.bin', 'x', 'authors'),))); registry.register(registry.ModelEntry('m', 'b', None)); "
+            "print(registry.resolve('m').line()); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout.splitlines()
+    assert out[0].startswith("m → m.b (the authors' published weights are not in the cache ") and out[0].endswith(
+        "make weights MODEL=m.a; no weights needed)")
+    assert out[1] == "False"
