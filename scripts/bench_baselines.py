@@ -6,7 +6,7 @@ For each model, each repeat on one synthetic image with K objects:
   predict(all K prompts)      → decoder latency per object       (wall time / K)
 Medians over --repeats after --warmup runs; each time is also divided by FLIP-Tiny's.
 FLIP encodes per object (no image-level encoder), so its set_image is only preprocessing.
-Small objects: FLIP-Tiny hierarchical (the authors' weights when ../shared/reference is there, else random) on
+Small objects: FLIP-Tiny hierarchical (the authors' weights when $FLIP_REFERENCE_DIR has them, else random) on
 --small-objects objects < 1 % of the image, one predict per object (median); each baseline's cost for such an object
 is its encoder per image + its decoder per box, and `small_object_x_flip_h` = that ÷ FLIP-Tiny-h's time.
 Thread policy as every entry point (flip/runtime.py): OMP_WAIT_POLICY=PASSIVE unless set; --threads is torch's count.
@@ -34,6 +34,9 @@ import numpy as np  # noqa: E402
 
 import baselines  # noqa: E402
 from segcore.prompt import Prompt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.reference: the one FLIP_REFERENCE_DIR setting
+from tests import reference  # noqa: E402
 
 FLIP = "flip-tiny"
 SLOW = {"sam-l", "sam-h"}  # ~1 min per forward on 2 CPU cores: --slow-repeats applies
@@ -72,10 +75,8 @@ def small_objects(width: int, height: int, objects: int, seed: int):
 def flip_h_small(width, height, objects, seed, device, warmup: int):
     """Median ms per small object, FLIP-Tiny hierarchical, one object per predict call; (ms, weights_id)."""
     import flip
-    from flip.authors_pipeline import reference_dir
-
-    onnx = reference_dir() / "flip-tiny-fused.onnx"
-    seg = flip.create_segmenter(FLIP, weights=str(onnx) if onnx.is_file() else "random", mode="hierarchical", device=device)
+    onnx = reference.onnx_path()
+    seg = flip.create_segmenter(FLIP, weights=str(onnx) if onnx else "random", mode="hierarchical", device=device)
     image, prompts = small_objects(width, height, objects, seed)
     seg.set_image(image)
     for p in prompts[:warmup + 1]:

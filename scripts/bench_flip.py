@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -27,8 +28,10 @@ import torch
 from flip.modeling import KVCache, TokenBatch
 from flip.predictor import FlipPredictor, box_5sigma
 from flip.runtime import intra_op_threads
-from flip.weights import reference_onnx
 from segcore.prompt import Prompt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.reference: the one FLIP_REFERENCE_DIR setting
+from tests import reference  # noqa: E402
 
 
 def scene(size: int, sigma: float):
@@ -119,11 +122,10 @@ def decoder_macs(cfg, keys: int, queries: int) -> int:
 def profile_dataset(data: str, mode: str, threads: int, reps: int, limit: int | None, max_area: float):
     """Per-phase medians on a dataset's objects below max_area of the image (fastest of reps per object), with the FLOP
     rate of encoder and decoder (analytic multiply-adds × 2 / measured phase time)."""
-    from flip.authors_pipeline import reference_dir
     from segcore.datasets import open_dataset
 
-    onnx = reference_dir() / "flip-tiny-fused.onnx"
-    model = flip.create_segmenter("flip-tiny", weights=str(onnx) if onnx.is_file() else "random", device="cpu").model
+    onnx = reference.onnx_path()
+    model = flip.create_segmenter("flip-tiny", weights=str(onnx) if onnx else "random", device="cpu").model
     pred = FlipPredictor(model, mode=mode, device="cpu", threads=threads)
     queries = []
     decode = model.decode
@@ -184,7 +186,7 @@ def main(argv=None):
                     "several values give one table each")
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions (median), after one warm-up")
     ap.add_argument("--seed", type=int, default=0, help="sampler seed")
-    ap.add_argument("--onnx", default=None, help="authors' fused FLIP-Tiny ONNX (default: FLIP_REFERENCE_ONNX / shared)")
+    ap.add_argument("--onnx", default=None, help="authors' fused FLIP-Tiny ONNX (default: $FLIP_REFERENCE_DIR/flip-tiny-fused.onnx)")
     ap.add_argument("--backends", nargs="+", default=["auto"], choices=["auto", "torch", "onnxruntime"],
                     help="the project's inference backend(s); several values give one table each")
     ap.add_argument("--decoder-sweep", action="store_true", help="only the torch vs onnxruntime decoder sweep")
@@ -200,16 +202,16 @@ def main(argv=None):
                             args.profile_max_area)
         return
     if args.decoder_sweep:
-        onnx_path = Path(args.onnx) if args.onnx else reference_onnx()
-        weights = str(onnx_path) if onnx_path.is_file() else "random"
+        onnx_path = Path(args.onnx) if args.onnx else reference.onnx_path()
+        weights = str(onnx_path) if onnx_path and onnx_path.is_file() else "random"
         decoder_sweep(flip.create_segmenter("flip-tiny", weights=weights, device="cpu", seed=args.seed).model, args.reps)
         return
 
     for threads, backend in [(t, b) for t in args.threads for b in args.backends]:
         torch.set_num_threads(threads)
-        onnx_path = Path(args.onnx) if args.onnx else reference_onnx()
+        onnx_path = Path(args.onnx) if args.onnx else reference.onnx_path()
         sess = None
-        if onnx_path.is_file():
+        if onnx_path and onnx_path.is_file():
             import onnxruntime as ort
 
             so = ort.SessionOptions()

@@ -7,7 +7,7 @@ hits them alike. Reported: the median over repeats of wall ms per object, single
 objects split over 2 threads (ours release the GIL; theirs holds it). Also the process CPU ms per object of the
 1-thread runs, which is what to compare on a shared machine.
 
-The authors' sampler is compiled from ../shared/reference/authors-sampler/ext (or --authors-ext) into a temporary
+The authors' sampler is compiled from $FLIP_REFERENCE_DIR/authors-sampler/ext (or --authors-ext) into a temporary
 folder outside the repository and loaded from there; nothing of it is kept. Without it, its columns read n/a.
 
     python scripts/bench_sampler.py [--repeats 7] [--objects 40] [--busy] [--numpy-objects 0]
@@ -23,6 +23,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import time
@@ -36,13 +37,16 @@ from flip import sampler as S
 SIGMAS = (1, 3, 10, 30, 100)
 SIZES = (1, 2, 4, 8, 16)
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_AUTHORS_EXT = REPO.parent / "shared" / "reference" / "authors-sampler" / "ext"
+sys.path.insert(0, str(REPO))  # tests.reference: the one FLIP_REFERENCE_DIR setting
+from tests import reference  # noqa: E402
 
 
 def build_authors_sampler(src: Path, workdir: Path):
     """Compile the authors' extension (their sources, their module name flip_position) into workdir, load it from
     there without touching sys.path, or return (None, reason)."""
     sources = ["py_position.c", "position.c", "gaussian.c", "bbox.c", "ziggurat_inline.c"]
+    if src is None:
+        return None, reference.missing_reason("the authors' sampler sources")
     if not all((src / s).is_file() for s in sources):
         return None, f"authors' sources not found in {src}"
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
@@ -107,7 +111,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=512, help="token budget N")
     ap.add_argument("--busy", action="store_true", help="also run with one other busy process")
     ap.add_argument("--numpy-objects", type=int, default=0, help="also time the NumPy twins on this many objects")
-    ap.add_argument("--authors-ext", type=Path, default=DEFAULT_AUTHORS_EXT, help="the authors' ext/ sources")
+    ap.add_argument("--authors-ext", type=Path, default=reference.sampler_sources(), help="the authors' ext/ sources (default: $FLIP_REFERENCE_DIR/authors-sampler/ext)")
     args = ap.parse_args()
 
     img = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)

@@ -6,7 +6,7 @@
 Both sides get the same weights (the authors' FLIP-Tiny, flip-tiny-fused.onnx) and the same objects:
   project  flip.FlipPredictor on the imported weights, with the sampling rule the weights ask for (`sampler_compat`)
            and the suite's thread policy (flip/runtime.py): `--threads N` is its thread budget;
-  authors  flip.authors_pipeline: their C sampler compiled from ../shared/reference/authors-sampler/ext plus their ONNX
+  authors  flip.authors_pipeline: their C sampler compiled from $FLIP_REFERENCE_DIR/authors-sampler/ext plus their ONNX
            in onnxruntime (graph optimisation off, intra-op threads = N, onnxruntime's defaults otherwise).
 Each object's time is one full predict call (Gaussian → patches → encoder → decoder → mask), after one untimed warm-up
 object per side; with --repeats R each side runs R times per object, alternating (AB BA AB ... then BA AB ... for the next
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -31,9 +32,12 @@ import flip  # noqa: F401  (first: the thread policy must precede torch; see fli
 import numpy as np
 import torch
 
-from flip.authors_pipeline import AuthorsPipeline, reference_dir
+from flip.authors_pipeline import AuthorsPipeline
 from flip.modeling.ort_backend import backend_of
 from flip.predictor import FlipPredictor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.reference: the one FLIP_REFERENCE_DIR setting
+from tests import reference  # noqa: E402
 
 try:  # the harness's dataset adapters (moving from benchmark.datasets to segcore.datasets)
     from segcore.datasets import open_dataset
@@ -89,7 +93,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def run(data, threads: int, mode: str, model, onnx: Path, seed: int, repeats: int = 1, pause: float = 0.0) -> list[dict]:
     pred = FlipPredictor(model, mode=mode, device="cpu", seed=seed, threads=threads)
-    ref = AuthorsPipeline(onnx, threads=threads)
+    ref = AuthorsPipeline(onnx, sampler_src, threads=threads)
     rows = []
     first = True
     k = 0
@@ -164,7 +168,7 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None, help="fixed seeded sample of this many objects")
     ap.add_argument("--min-pixels", type=int, default=4, help="skip masks smaller than this")
     ap.add_argument("--seed", type=int, default=0, help="object sample and sampler seeds")
-    ap.add_argument("--onnx", type=Path, default=None, help="authors' FLIP-Tiny ONNX (default: the shared reference)")
+    ap.add_argument("--onnx", type=Path, default=None, help="authors' FLIP-Tiny ONNX (default: $FLIP_REFERENCE_DIR/flip-tiny-fused.onnx)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per object and side, alternating (fastest kept)")
     ap.add_argument("--pause", type=float, default=0.0, help="seconds of sleep before every timed run (default 0: "
                     "back to back, the authors' spinning onnxruntime helpers stay hot and may still spin into the next run)")
@@ -174,7 +178,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=None, help="write OUT.json (all rows) and OUT.md (the table)")
     args = ap.parse_args(argv)
 
-    onnx = args.onnx or reference_dir() / "flip-tiny-fused.onnx"
+    onnx = args.onnx or reference.require(reference.onnx_path(), "the authors' FLIP-Tiny ONNX")
+    sampler_src = reference.require(reference.sampler_sources(), "the authors' sampler sources")
     model = project_model(onnx)
     if args.project_backend:
         model.inference_backend = args.project_backend

@@ -5,7 +5,7 @@
 
 Project side: the registry model (default flip-tiny.authors: the authors' weights, their Gaussian convention and
 their patch-sampling rule) through segcore's Segmenter protocol, one batched predict per image, exactly as the
-harness runs it. Authors' side (flip.authors_pipeline): their C sampler compiled from ../shared/reference/
+harness runs it. Authors' side (flip.authors_pipeline): their C sampler compiled from $FLIP_REFERENCE_DIR/
 authors-sampler/ext into a temporary folder outside the repo (their own build flags, or with --ieee their code with
 IEEE arithmetic), their ONNX in onnxruntime with graph optimisation off, one object at a time. Both sides get the
 same prompt (rho from the ground-truth mask) and the same per-object seed (flip.predictor.object_seed of the run seed
@@ -20,8 +20,12 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.reference: the one FLIP_REFERENCE_DIR setting
+from tests import reference  # noqa: E402
 
 
 def bootstrap_ci(d: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
@@ -97,8 +101,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", action="append", required=True, help="dataset spec (segcore.datasets.open_dataset); repeat")
     p.add_argument("--model", default="flip-tiny.authors", help="registry name of the project side (authors' weights)")
-    p.add_argument("--weights", default=None, help="explicit weights file for the project side")
-    p.add_argument("--onnx", default=None, help="the authors' fused ONNX (default ../shared/reference/flip-tiny-fused.onnx)")
+    p.add_argument("--weights", default=None, help="explicit weights file for the project side (default: the tag's file from the cache, else the authors' ONNX below)")
+    p.add_argument("--onnx", default=None, help="the authors' fused ONNX (default $FLIP_REFERENCE_DIR/flip-tiny-fused.onnx)")
     p.add_argument("--ieee", action="store_true", help="compile their sampler with IEEE arithmetic instead of their "
                    "-O3 -march=native -ffast-math flags (bit-for-bit patches expected)")
     p.add_argument("--limit", type=int, default=None, help="fixed random subset of this many objects per dataset")
@@ -114,11 +118,19 @@ def main(argv=None) -> int:
     from segcore import registry
 
     torch.set_num_threads(args.threads)
-    seg = registry.create(args.model, weights=args.weights, device="cpu", seed=args.seed)
+    onnx = args.onnx or reference.onnx_path()
+    weights = args.weights
+    if weights is None and not registry.resolve(args.model).files and onnx is not None:
+        weights = str(onnx)  # the authors' weights not in the cache: the reference file itself
+    try:
+        seg = registry.create(args.model, weights=weights, device="cpu", seed=args.seed)
+    except (FileNotFoundError, registry.ModelError) as e:
+        print(f"error: {e}" + ("" if onnx else f" ({reference.missing_reason()})"), file=sys.stderr)
+        return 2
     if not hasattr(seg, "predictor"):
         p.error(f"{args.model} is not a FLIP model")
     try:
-        pipe = authors_pipeline.AuthorsPipeline(args.onnx, threads=args.threads, num_tokens=seg.predictor.num_tokens,
+        pipe = authors_pipeline.AuthorsPipeline(onnx, reference.sampler_sources(), threads=args.threads, num_tokens=seg.predictor.num_tokens,
                                                 tau=seg.predictor.tau, coverage=seg.predictor.coverage,
                                                 cflags=authors_pipeline.IEEE_CFLAGS if args.ieee else authors_pipeline.CFLAGS)
     except authors_pipeline.ReferenceMissing as e:
