@@ -35,8 +35,7 @@ import numpy as np  # noqa: E402
 import baselines  # noqa: E402
 from segcore.prompt import Prompt  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.reference: the one FLIP_REFERENCE_DIR setting
-from tests import reference  # noqa: E402
+from _reference import reference  # noqa: E402  (tests/reference.py: the one FLIP_REFERENCE_DIR setting)
 
 FLIP = "flip-tiny"
 SLOW = {"sam-l", "sam-h"}  # ~1 min per forward on 2 CPU cores: --slow-repeats applies

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -30,8 +29,7 @@ from flip.predictor import FlipPredictor, box_5sigma
 from flip.runtime import intra_op_threads
 from segcore.prompt import Prompt
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.reference: the one FLIP_REFERENCE_DIR setting
-from tests import reference  # noqa: E402
+from _reference import reference  # noqa: E402  (tests/reference.py: the one FLIP_REFERENCE_DIR setting)
 
 
 def scene(size: int, sigma: float):

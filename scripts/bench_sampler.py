@@ -23,7 +23,6 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import time
@@ -37,8 +36,7 @@ from flip import sampler as S
 SIGMAS = (1, 3, 10, 30, 100)
 SIZES = (1, 2, 4, 8, 16)
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tests.reference: the one FLIP_REFERENCE_DIR setting
-from tests import reference  # noqa: E402
+from _reference import reference  # noqa: E402  (tests/reference.py: the one FLIP_REFERENCE_DIR setting)
 
 
 def build_authors_sampler(src: Path, workdir: Path):

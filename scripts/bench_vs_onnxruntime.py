@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -36,8 +35,7 @@ from flip.authors_pipeline import AuthorsPipeline
 from flip.modeling.ort_backend import backend_of
 from flip.predictor import FlipPredictor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.reference: the one FLIP_REFERENCE_DIR setting
-from tests import reference  # noqa: E402
+from _reference import reference  # noqa: E402  (tests/reference.py: the one FLIP_REFERENCE_DIR setting)
 
 try:  # the harness's dataset adapters (moving from benchmark.datasets to segcore.datasets)
     from segcore.datasets import open_dataset

@@ -20,12 +20,10 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.reference: the one FLIP_REFERENCE_DIR setting
-from tests import reference  # noqa: E402
+from _reference import reference  # noqa: E402  (tests/reference.py: the one FLIP_REFERENCE_DIR setting)
 
 
 def bootstrap_ci(d: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
