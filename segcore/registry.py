@@ -117,14 +117,13 @@ class Resolution:
 
 
 def where(path) -> str:
-    """'in <cache folder>' / 'packaged with the project' / 'at <path>'."""
+    """'in <cache folder>', else 'packaged with the project' (the hub's only other place: WeightFile.local)."""
     path = Path(os.path.abspath(path))  # not resolve(): a file linked into the cache is still in the cache
     try:
         path.relative_to(os.path.abspath(cache_dir()))
         return f"in {path.parent}"
     except ValueError:
-        pass
-    return "packaged with the project" if any(part == "checkpoints" for part in path.parts) else f"at {path}"
+        return "packaged with the project"
 
 
 def _found(entry: ModelEntry, files) -> str:
