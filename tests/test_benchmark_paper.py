@@ -59,6 +59,7 @@ def test_numbers_file_is_consistent():
 def test_find_datasets_by_published_name(paper_data, tmp_path):
     data, mini = paper_data
     (data / "notes.txt").write_text("not a dataset")
+    write_flip_hdf5(data / "objascale-mini-eval-v1.hdf5", *_images(5, n=1))  # the suite's mini set, not ObjaScale
     sets = {d.key: d for d in paper.find_datasets(data, paper.load_numbers(), str(mini))}
     assert sets["coco"].path.name == "coco_val2017.hdf5"
     assert sets["objascale"].path.name == "objascale-eval-v1.hdf5"
