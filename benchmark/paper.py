@@ -424,7 +424,7 @@ def write_outputs(run_dir: Path, df, plan, datasets, numbers, seed: int = 0) -> 
         "a meaningful IoU."]
     out = run_dir / "paper.md"
     atomic_write_text(out, "\n".join(md) + "\n")
-    return out
+    return out, tables[1]
 
 
 # ---------------------------------------------------------------- command line
@@ -454,10 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--shard", help="k/n: this process runs only images k, k+n, ... (then --tables-only when all are done)")
     a("--executor", choices=["local", "slurm", "submitit-local"], help="as python -m benchmark: slurm = one submitit job per shard")
     a("--shards", type=int, help="with --executor slurm: number of jobs")
-    a("--slurm-partition")
-    a("--slurm-timeout-min", type=int)
-    a("--slurm-cpus", type=int)
-    a("--slurm-gpus", type=int)
+    a("--slurm-partition", help="Slurm partition")
+    a("--slurm-timeout-min", type=int, help="Slurm time limit per job in minutes (default 240)")
+    a("--slurm-cpus", type=int, help="CPUs per Slurm job (default 4)")
+    a("--slurm-gpus", type=int, help="GPUs per Slurm job (default 0)")
     return p
 
 
@@ -518,8 +518,9 @@ def main(argv=None) -> int:
         df = read_frame(run_dir)
     elif args.tables_only:
         print(f"note: no records in {run_dir}: every measured cell says so")
-    out = write_outputs(run_dir, df, plan, datasets, numbers, args.seed)
-    print(f"paper tables: {out}")
+    out, summary = write_outputs(run_dir, df, plan, datasets, numbers, args.seed)
+    print("\n" + summary.to_markdown(notes=False))
+    print(f"paper tables (Table 1 per dataset, Table 3, Fig. 7 heat maps): {out}")
     return 0
 
 

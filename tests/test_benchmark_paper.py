@@ -151,3 +151,18 @@ def test_local_shards_then_tables_only(paper_data, tmp_path, capsys):
     assert paper.main(base + ["--tables-only"]) == 0
     rows = {(r[0], r[2]): r for r in _read_csv(tmp_path / "r" / "paper" / "paper_table1.csv")[1:]}
     assert rows[("oracle-box", "COCO")][5] == "4" and rows[("oracle-box", "ObjaScale-mini")][5] == "2"
+
+
+@pytest.mark.slow
+def test_submitit_executor_shards_the_paper_run(paper_data, tmp_path):
+    """--executor (submitit's local processes standing in for Slurm): two shard jobs into the one paper run."""
+    pytest.importorskip("submitit")
+    from segcore.records import read_rows
+
+    data, mini = paper_data
+    assert paper.main(["--paper-data", str(data), "--mini", str(mini), "--models", "oracle-box", "--results",
+                       str(tmp_path / "r"), "--warmup", "0", "--executor", "submitit-local", "--shards", "2"]) == 0
+    rows = read_rows(tmp_path / "r" / "paper")
+    assert len(rows) == 10 and {r["shard"] for r in rows} == {"0/2", "1/2"}
+    t1 = {(r[0], r[2]): r for r in _read_csv(tmp_path / "r" / "paper" / "paper_table1.csv")[1:]}
+    assert t1[("oracle-box", "ObjaScale")][5] == "4"
