@@ -12,14 +12,17 @@ ARGS    ?=
 # make test runs the suite as a user (the authors' reference hidden, exactly as a fresh clone), then as a developer
 # (the tests marked `reference`, with FLIP_REFERENCE_DIR or ../shared/reference; under CI=true a skip is a failure)
 TEST_PASSES ?= user developer
+PAPER_DATA ?=
+MODELS  ?=
 STAMP   := $(VENV)/.stamp
 # OpenMP workers sleep instead of spinning on a shared CPU (flip/runtime.py)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup setup-all test test-user test-developer bench objascale train ext clean help
+.PHONY: setup setup-all test test-user test-developer bench paper objascale train ext clean help
 help:
 	@echo "make bench [MODEL=flip-tiny] [DATA=data/objascale-mini]  run the benchmark, reports in results/"
 	@echo "make test [TEST_PASSES=user developer]                  run the test suite (as a user, then the reference tests)"
+	@echo "make paper [PAPER_DATA=dir] [MODELS=a,b]                the paper's Tables 1, 3 and Fig. 7 heat maps, results/paper/"
 	@echo "make objascale [PRESET=mini] [OUT=data/objascale-mini]   render an ObjaScale dataset"
 	@echo "make train [MODEL=flip-tiny] [DATA=...]                 train FLIP"
 
@@ -63,6 +66,13 @@ bench: setup-all
 	  echo "$(DATA) is missing: rendering the ObjaScale mini preset first"; \
 	  $(PY) -m objascale --preset mini --out $(DATA); fi
 	$(PY) -m benchmark --model $(MODEL) --data $(DATA) $(ARGS)
+
+# the six published evaluation files in PAPER_DATA (optional) + ObjaScale mini (rendered when missing)
+paper: setup-all
+	@if [ ! -e "data/objascale-mini" ]; then \
+	  echo "data/objascale-mini is missing: rendering the ObjaScale mini preset first"; \
+	  $(PY) -m objascale --preset mini --out data/objascale-mini; fi
+	$(PY) -m benchmark.paper $(if $(PAPER_DATA),--paper-data $(PAPER_DATA)) $(if $(MODELS),--models $(MODELS)) $(ARGS)
 
 train: $(STAMP)-objascale
 	$(PY) -m flip.training --model $(MODEL) --data $(DATA) $(ARGS)
