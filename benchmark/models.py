@@ -91,13 +91,13 @@ def available(with_tags: bool = True) -> list[str]:
     return registry.list_models(with_tags)
 
 
-def resolve_name(name: str, mode: str | None = None) -> str:
+def resolve_name(name: str, mode: str | None = None, download: bool = False) -> str:
     """Full registry name for a CLI name; `--mode hierarchical` turns flip names into their `-h` models."""
     model, tag = registry.split_name(name.strip().lower())
     if mode == "hierarchical" and model.startswith("flip-") and not model.endswith(HIERARCHICAL_SUFFIX):
         model += HIERARCHICAL_SUFFIX
     _families()
-    return registry.get(model + (f".{tag}" if tag else "")).name
+    return registry.get(model + (f".{tag}" if tag else ""), download=download).name
 
 
 def create(name: str, weights=None, mode: str | None = None, device=None, seed: int = 0, download: bool | None = None):
@@ -105,7 +105,9 @@ def create(name: str, weights=None, mode: str | None = None, device=None, seed: 
     if isinstance(weights, str) and "." not in name and not any(c in weights for c in "/\\.") and weights != "random":
         name, weights = f"{name}.{weights}", None  # --weights project / authors / official: a tag
     try:
-        full = resolve_name(name, mode)
+        from segcore.hub import downloads_allowed
+
+        full = resolve_name(name, mode, download=weights is None and downloads_allowed(download))
         model = registry.create(full, weights=weights, device=device, seed=seed,
                                 **({"download": download} if download is not None else {}))
     except registry.ModelError:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .hub import WeightFile, find
+from .hub import WeightFile, downloads_allowed, find
 
 
 class ModelError(ValueError):
@@ -90,15 +90,23 @@ def split_name(name: str) -> tuple[str, str | None]:
     return model, (tag or None)
 
 
-def get(name: str) -> ModelEntry:
-    """The entry for a full or untagged name; an untagged name takes the first tag with local weights."""
+def downloadable(entry: ModelEntry) -> bool:
+    """Every file of the entry's first file set has a download address."""
+    return bool(entry.weights) and all(f.download_url for f in entry.weights)
+
+
+def get(name: str, download: bool = False) -> ModelEntry:
+    """The entry for a full or untagged name; an untagged name takes the first tag with local weights (with
+    download=True: the first tag whose weights are local or can be fetched, so an opt-in fetches the published ones)."""
     model, tag = split_name(name.strip().lower())
     if model not in _ORDER:
         raise ModelError(f"unknown model {name!r}; available: {', '.join(list_models(with_tags=False)) or 'none'} "
                          "(tags: python -m benchmark --list-models)")
     if tag is None:
         tags = _ORDER[model]
-        tag = next((t for t in tags if _ENTRIES[f'{model}.{t}' if t else model].local_files() is not None), tags[0])
+        entries = [_ENTRIES[f'{model}.{t}' if t else model] for t in tags]
+        usable = [e for e in entries if e.local_files() is not None or (download and downloadable(e))]
+        tag = (usable[0] if usable else entries[0]).tag
     full = f"{model}.{tag}" if tag else model
     if full not in _ENTRIES:
         raise ModelError(f"model {model!r} has no weights tag {tag!r}; tags: {', '.join(_ORDER[model])}")
@@ -107,5 +115,5 @@ def get(name: str) -> ModelEntry:
 
 def create(name: str, weights=None, device=None, seed: int = 0, **kwargs):
     """Build a Segmenter. weights: None (the tag's files), "random" (seeded random init; IoU is n/a) or a path."""
-    entry = get(name)
+    entry = get(name, download=weights is None and downloads_allowed(kwargs.get("download")))
     return entry.builder(entry, weights=weights, device=device, seed=seed, **kwargs)
