@@ -110,7 +110,8 @@ def _file_lock():
     from filelock import FileLock
 
     cache_dir().mkdir(parents=True, exist_ok=True)
-    return FileLock(str(lock_path()) + ".lock", timeout=120)
+    (cache_dir() / ".locks").mkdir(parents=True, exist_ok=True)
+    return FileLock(str(cache_dir() / ".locks" / (LOCK_NAME + ".lock")), timeout=120)
 
 
 def read_lock() -> dict[str, dict]:

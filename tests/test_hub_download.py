@@ -197,3 +197,23 @@ def test_download_opt_in_picks_the_published_weights_and_messages_name_make_weig
     assert registry.get("flip-large", download=True).tag == "authors"
     with pytest.raises(hub.WeightsError, match=r"make weights MODEL=flip-large.*manuel-traub.de/onnx/flip-encoder-large.onnx"):
         flip.pretrained("flip-large")
+
+
+def test_zipped_download_is_extracted_checked_and_locked(server, tmp_path):
+    import io
+    import zipfile
+
+    base, routes = server
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("weights/model.pt", PAYLOAD)
+    routes["/model.pt.zip"] = ("ok", buf.getvalue())
+    wf = hub.WeightFile("model.pt", "flip", "official", None, f"{base}/model.pt.zip", f"{base}/model.pt.zip")
+    (p,) = hub.resolve("m", [wf], download=True, timeout=5, progress=False)
+    assert p.read_bytes() == PAYLOAD and _folder_files(tmp_path) == ["model.pt"]
+    assert hub.read_lock()["flip/model.pt"]["sha256"] == hashlib.sha256(PAYLOAD).hexdigest()  # the extracted file
+    routes["/bad.pt.zip"] = ("ok", b"not a zip")
+    bad = hub.WeightFile("bad.pt", "flip", "official", None, f"{base}/bad.pt.zip", f"{base}/bad.pt.zip")
+    with pytest.raises(hub.WeightsError, match="not a valid zip file"):
+        hub.resolve("m", [bad], download=True, timeout=5, progress=False)
+    assert _folder_files(tmp_path) == ["model.pt"]
