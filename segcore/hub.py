@@ -89,12 +89,14 @@ def default_timeout() -> float:
         raise WeightsError(f"${ENV_TIMEOUT}={os.environ[ENV_TIMEOUT]!r} is not a number of seconds") from None
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: hash a big file once per process
+# (path, inode, size, mtime_ns, ctime_ns) -> sha256: a big file is hashed once per process; ctime moves with any
+# write, even one that keeps the length and resets the mtime
+_DIGESTS: dict[tuple, str] = {}
 
 
 def sha256(path: str | os.PathLike) -> str:
     st = os.stat(path)
-    memo = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    memo = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if memo in _DIGESTS:
         return _DIGESTS[memo]
     h = hashlib.sha256()
