@@ -14,13 +14,20 @@ ARGS    ?=
 TEST_PASSES ?= user developer
 PAPER_DATA ?=
 MODELS  ?=
+DOWNLOAD ?=
+comma := ,
+# make weights: the models named on the command line (MODEL=a,b or "a b"), else every registered model
+WEIGHTS_MODELS := $(if $(filter command line environment,$(origin MODEL)),$(subst $(comma), ,$(MODEL)),)
+BENCH_DOWNLOAD := $(if $(filter 1 yes true,$(DOWNLOAD)),--download,)
 STAMP   := $(VENV)/.stamp
 # OpenMP workers sleep instead of spinning on a shared CPU (flip/runtime.py)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup setup-all test test-user test-developer bench paper objascale train ext clean help
+.PHONY: setup setup-all test test-user test-developer bench weights paper objascale train ext clean help
 help:
 	@echo "make bench [MODEL=flip-tiny] [DATA=data/objascale-mini]  run the benchmark, reports in results/"
+	@echo "make bench MODEL=flip-large DOWNLOAD=1                  fetch missing published weights first (verified)"
+	@echo "make weights [MODEL=flip-large]                         fetch a model's weights (all models without MODEL)"
 	@echo "make test [TEST_PASSES=user developer]                  run the test suite (as a user, then the reference tests)"
 	@echo "make paper [PAPER_DATA=dir] [MODELS=a,b]                the paper's Tables 1, 3 and Fig. 7 heat maps, results/paper/"
 	@echo "make objascale [PRESET=mini] [OUT=data/objascale-mini]   render an ObjaScale dataset"
@@ -65,7 +72,10 @@ bench: setup-all
 	@if [ ! -e "$(DATA)" ] && [ "$(DATA)" = "data/objascale-mini" ]; then \
 	  echo "$(DATA) is missing: rendering the ObjaScale mini preset first"; \
 	  $(PY) -m objascale --preset mini --out $(DATA); fi
-	$(PY) -m benchmark --model $(MODEL) --data $(DATA) $(ARGS)
+	$(PY) -m benchmark --model $(MODEL) --data $(DATA) $(BENCH_DOWNLOAD) $(ARGS)
+
+weights: setup-all
+	$(PY) -m benchmark.weights $(WEIGHTS_MODELS) $(ARGS)
 
 # the six published evaluation files in PAPER_DATA (optional) + ObjaScale mini (rendered when missing)
 paper: setup-all

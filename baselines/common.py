@@ -61,20 +61,13 @@ def register_baseline(model: str, create_fn, files, description: str, paper_para
     from segcore import hub, registry
 
     def builder(entry, weights=None, device=None, seed: int = 0, download: bool | None = None, **kw):
-        import os
-
         import torch
 
-        old = os.environ.get(hub.ENV_DOWNLOAD)
-        if download is not None:  # the hub reads the opt-in from the environment at resolve time
-            os.environ[hub.ENV_DOWNLOAD] = "1" if download else "0"
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return create_fn(entry.model, weights=weights, device=device, **kw)
-        finally:
-            if download is not None:
-                os.environ.pop(hub.ENV_DOWNLOAD, None) if old is None else os.environ.__setitem__(hub.ENV_DOWNLOAD, old)
+        if weights is None:  # the entry's files, found and verified (or fetched, when asked) by the hub
+            weights = hub.resolve(entry.name, entry.weights, download=download)[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return create_fn(entry.model, weights=weights, device=device, **kw)
 
     registry.register(registry.ModelEntry(model, "official", builder, weights=tuple(files), description=description,
                                           paper_parameters=paper_parameters))

@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--weights", help="weights for the model(s): a tag (authors, project = the committed FLIP-Tiny checkpoint, official), "
       "'random' (seeded random init; IoU n/a) or a file path. Default: the tag in the name, else the first tag found here")
     a("--download", action="store_true", default=None,
-      help="allow downloading missing published weights (sha256-verified) into the cache; same as FLIP_SUITE_DOWNLOAD=1")
+      help="fetch the model's missing weights into the cache first (published sha256 checked, else trusted on first use "
+      "and locked); same as DOWNLOAD=1 for make bench, or make weights MODEL=...")
     a("--list-models", action="store_true", help="list every registered model with its tags, weights and local availability")
     a("--mode", choices=["5sigma", "hierarchical"], help="FLIP inference mode (default 5sigma)")
     a("--device", help="cpu or cuda[:k] (default: cuda when available)")

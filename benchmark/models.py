@@ -91,9 +91,9 @@ def available(with_tags: bool = True) -> list[str]:
     return registry.list_models(with_tags)
 
 
-def resolve_name(name: str, mode: str | None = None) -> str:
+def resolve_name(name: str, mode: str | None = None, download: bool = False) -> str:
     """Full registry name for a CLI name; `--mode hierarchical` turns flip names into their `-h` models."""
-    return resolution(name, mode=mode).name
+    return resolution(name, mode=mode, download=download).name
 
 
 def _weights_tag(name: str, weights) -> tuple[str, object]:
@@ -103,7 +103,7 @@ def _weights_tag(name: str, weights) -> tuple[str, object]:
     return name, weights
 
 
-def resolution(name: str, weights=None, mode: str | None = None) -> registry.Resolution:
+def resolution(name: str, weights=None, mode: str | None = None, download: bool = False) -> registry.Resolution:
     """Which weights a CLI name (with --weights / --mode) means here and why; `.line()` is what a run prints."""
     requested = name.strip()
     label = requested + (f" --weights {weights}" if weights is not None else "")  # the mode shows in the -h name
@@ -112,7 +112,7 @@ def resolution(name: str, weights=None, mode: str | None = None) -> registry.Res
     if mode == "hierarchical" and model.startswith("flip-") and not model.endswith(HIERARCHICAL_SUFFIX):
         model += HIERARCHICAL_SUFFIX
     _families()
-    r = registry.resolve(model + (f".{tag}" if tag else ""))
+    r = registry.resolve(model + (f".{tag}" if tag else ""), download=download)
     if weights is None:
         return registry.Resolution(label, r.entry, r.files, r.reason)
     if not r.entry.file_sets() and not r.entry.tag:  # model-free references take no weights
@@ -126,7 +126,9 @@ def create(name: str, weights=None, mode: str | None = None, device=None, seed: 
     """Build a Segmenter by registry name. Raises ModelError with the cause (unknown name, missing weights...)."""
     name, weights = _weights_tag(name, weights)
     try:
-        full = resolve_name(name, mode)
+        from segcore.hub import downloads_allowed
+
+        full = resolve_name(name, mode, download=weights is None and downloads_allowed(download))
         model = registry.create(full, weights=weights, device=device, seed=seed,
                                 **({"download": download} if download is not None else {}))
     except registry.ModelError:

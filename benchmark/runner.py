@@ -174,7 +174,8 @@ class Runner:
                     m = model_registry.create(spec, weights=cfg.weights, mode=cfg.mode, device=cfg.device, seed=cfg.seed,
                                               download=cfg.extra.get("download"))
                     # after building: a file fetched with --download is found where it now lies
-                    self.resolutions[self.label(m)] = model_registry.resolution(spec, cfg.weights, cfg.mode).describe()
+                    self.resolutions[self.label(m)] = model_registry.resolution(spec, cfg.weights, cfg.mode,
+                                                                                 download=bool(cfg.extra.get("download"))).describe()
                 except model_registry.ModelError as e:
                     raise ConfigError(str(e)) from None
                 except Exception as e:  # any failure to build a model is a configuration error, never a traceback

@@ -25,6 +25,11 @@ from .weights import load_weights
 HIERARCHICAL = "-h"
 AUTHORS_REPO = "https://github.com/CognitiveModeling/FLIP"
 PUBLISHED_ONNX_URL = "https://manuel-traub.de/onnx/flip-{part}-{variant}.onnx"
+# the Lightning checkpoints the authors' README links ("Checkpoints" column): Nextcloud public shares, whose
+# /download address serves the shared file; no digest is published, so they are trusted on first use
+CHECKPOINT_SHARES = {"tiny": "YPdFxPHsTGEkNwz", "small": "Zj3xDBXrZcSMtoy", "middle": "Cx4kTMbRrD5DCmt",
+                     "large": "57NXrqrxmzjxzoX"}
+CHECKPOINT_URL = "https://nc.mlcloud.uni-tuebingen.de/index.php/s/{share}/download"
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 # published digests (sha256 of the files the authors link from their README)
 PUBLISHED_SHA256 = {
@@ -44,6 +49,8 @@ def authors_files(variant: str) -> tuple[tuple[hub.WeightFile, ...], ...]:
                                 PUBLISHED_ONNX_URL.format(part=part, variant=variant))
                  for part in ("encoder", "predictor"))
     sets.append(pair)
+    sets.append((hub.WeightFile(f"flip-{variant}.ckpt", "flip", "authors", None,
+                                CHECKPOINT_URL.format(share=CHECKPOINT_SHARES[variant])),))
     return tuple(sets)
 
 
@@ -102,12 +109,10 @@ def load_flip(name: str, weights=None, device=None, download: bool | None = None
     else:
         model = create_model(arch)
         if weights is None:
-            paths = entry.local_files()
-            if not paths:
-                if not entry.weights:
-                    raise registry.ModelError(f"{entry.name}: no trained weights are published for this architecture; "
-                                              "pass a weights file, or weights='random' for timing")
-                paths = hub.resolve(entry.name, entry.weights, download=download)
+            if not entry.file_sets():
+                raise registry.ModelError(f"{entry.name}: no trained weights are published for this architecture; "
+                                          "pass a weights file, or weights='random' for timing")
+            paths = hub.resolve_any(entry.name, entry.file_sets(), download=download)  # verified; fetched if allowed
         else:
             paths = hub.resolve(entry.name, (), path=weights)
         meta = load_weights(model, paths if len(paths) > 1 else paths[0])

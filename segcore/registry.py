@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .hub import WeightFile, cache_dir, find
+from .hub import WeightFile, cache_dir, downloads_allowed, find
 
 
 class ModelError(ValueError):
@@ -142,9 +142,15 @@ def _not_here(entry: ModelEntry) -> str:
            f"make weights MODEL={entry.name}"
 
 
-def resolve(name: str) -> Resolution:
+def downloadable(entry: ModelEntry) -> bool:
+    """Every file of the entry's first file set has a download address."""
+    return bool(entry.weights) and all(f.download_url for f in entry.weights)
+
+
+def resolve(name: str, download: bool = False) -> Resolution:
     """The entry for a full or untagged name, the local files it will load, and the reason in words. An untagged
-    name takes the first tag with local weights (skipped tags are named with how to get their weights)."""
+    name takes the first tag with local weights (skipped tags are named with how to get their weights); with
+    download=True, the first tag whose weights are local or can be fetched, so an opt-in fetches the published ones."""
     requested = name.strip()
     model, tag = split_name(requested.lower())
     if model not in _ORDER:
@@ -164,6 +170,9 @@ def resolve(name: str) -> Resolution:
         entry = _ENTRIES[f"{model}.{t}" if t else model]
         files = entry.local_files()
         if files is None:
+            if download and downloadable(entry):
+                why = "; ".join(_not_here(e) for e in skipped) + "; " if skipped else ""
+                return Resolution(requested, entry, (), why + "not in the cache yet: downloading (opt-in)")
             skipped.append(entry)
             continue
         if not entry.file_sets():
@@ -177,12 +186,12 @@ def resolve(name: str) -> Resolution:
     return Resolution(requested, entry, (), "no weights of any tag here; " + _not_here(entry))
 
 
-def get(name: str) -> ModelEntry:
-    """The entry for a full or untagged name; an untagged name takes the first tag with local weights."""
-    return resolve(name).entry
+def get(name: str, download: bool = False) -> ModelEntry:
+    """The entry for a full or untagged name (see resolve)."""
+    return resolve(name, download=download).entry
 
 
 def create(name: str, weights=None, device=None, seed: int = 0, **kwargs):
     """Build a Segmenter. weights: None (the tag's files), "random" (seeded random init; IoU is n/a) or a path."""
-    entry = get(name)
+    entry = get(name, download=weights is None and downloads_allowed(kwargs.get("download")))
     return entry.builder(entry, weights=weights, device=device, seed=seed, **kwargs)

@@ -59,27 +59,7 @@ def test_missing_file_message_and_no_download_without_opt_in(tmp_path, monkeypat
         flip.pretrained("flip-tiny", path=tmp_path / "missing.ckpt")
 
 
-def test_download_needs_opt_in_and_a_matching_sha256(tmp_path, monkeypatch):
-    import io
-    import urllib.request
-
-    from segcore import hub
-
-    monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path))
-    payload = b"not the published file"
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: io.BytesIO(payload))
-    wf = hub.WeightFile("x.onnx", "flip", "authors", "0" * 64, "https://example.invalid/x.onnx")
-    with pytest.raises(hub.WeightsError, match="downloads are off"):
-        hub.resolve("m", [wf])
-    with pytest.raises(hub.WeightsError, match="expected 0000"):
-        hub.resolve("m", [wf], download=True)
-    assert not (tmp_path / "flip" / "x.onnx").exists()  # a file that fails its check never takes the name
-    good = hub.WeightFile("y.onnx", "flip", "authors", __import__("hashlib").sha256(payload).hexdigest(), "https://e/y")
-    (p,) = hub.resolve("m", [good], download=True)
-    assert p.read_bytes() == payload
-    no_sha = hub.WeightFile("z.onnx", "flip", "authors", None, "https://e/z")
-    with pytest.raises(hub.WeightsError, match="no published sha256"):
-        hub.resolve("m", [no_sha], download=True)
+# downloads (opt-in, published sha256, trust on first use, truncation, 404, timeout): tests/test_hub_download.py
 
 
 def test_project_file_carries_its_own_rule(tmp_path):
