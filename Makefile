@@ -20,7 +20,8 @@ comma := ,
 WEIGHTS_MODELS := $(if $(filter command line environment,$(origin MODEL)),$(subst $(comma), ,$(MODEL)),)
 BENCH_DOWNLOAD := $(if $(filter 1 yes true,$(DOWNLOAD)),--download,)
 STAMP   := $(VENV)/.stamp
-# OpenMP workers sleep instead of spinning on a shared CPU (flip/runtime.py)
+# OpenMP workers sleep instead of spinning on a shared CPU: for what make runs besides our entry points (pytest);
+# python -m benchmark / flip.training and the scripts apply it themselves (segcore/waitpolicy.py)
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup setup-all test test-user test-developer bench weights paper objascale train ext clean help

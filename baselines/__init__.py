@@ -11,20 +11,23 @@ from __future__ import annotations
 
 from segcore import registry
 
-from . import efficientsam, fastsam, mobilesam, sam  # noqa: F401  (each registers its models)
+from . import sam, mobilesam, efficientsam, fastsam  # noqa: F401, I001  (each registers its models, in the paper's order)
 from .weights import RANDOM, WeightsError, weights_dir  # noqa: F401
 
-NAMES = ("sam-b", "sam-l", "sam-h", "mobilesam", "efficientsam-t", "efficientsam-s", "fastsam-s", "fastsam-x")
-PAPER_PARAMETERS = {n: registry.get(n).paper_parameters for n in NAMES}
+from .common import FAMILY
 
 
-def available() -> list[str]:
-    return list(NAMES)
+def names() -> list[str]:
+    """The baselines' model names, in registration order, from the registry (the one list)."""
+    return [e.model for e in registry.entries() if e.extra.get("family") == FAMILY]
+
+
+PAPER_PARAMETERS = {n: registry.get(n).paper_parameters for n in names()}
 
 
 def create(name: str, weights=None, device=None, seed: int = 0, **kwargs):
     """Build the baseline `name` (thin entry point over the registry); unknown names list the known ones."""
     model, _ = registry.split_name(name.lower())
-    if model not in NAMES:
-        raise KeyError(f"unknown baseline {name!r}; available: {', '.join(NAMES)}")
+    if model not in names():
+        raise KeyError(f"unknown baseline {name!r}; baselines: {', '.join(names())}")
     return registry.create(name.lower(), weights=weights, device=device, seed=seed, **kwargs)

@@ -29,6 +29,13 @@ class BaselineSegmenter:
     name: str = ""
     num_parameters: int = 0
     weights_id: str = ""
+    backend: str = "torch"
+
+    def settings(self) -> dict:
+        """What ran, for run.json and the records: the backend and torch's version."""
+        import torch
+
+        return {"backend": self.backend, "torch_version": torch.__version__}
 
     def __init__(self, device=None):
         self.device = default_device(device)
@@ -56,18 +63,27 @@ class BaselineSegmenter:
         return f"{type(self).__name__}(name={self.name!r}, params={self.num_parameters}, weights={self.weights_id!r}, device={self.device!r})"
 
 
+FAMILY = "baselines"  # registry entries' extra["family"]: the registry is the one list of baseline names
+
+
 def register_baseline(model: str, create_fn, files, description: str, paper_parameters: float) -> None:
-    """One registry entry (`<model>.official`) whose builder seeds the random init without touching global RNG."""
+    """One registry entry (`<model>.official`) whose builder resolves the weights (downloads only when the caller
+    passes download=True) and seeds the random init without touching global RNG."""
     from segcore import hub, registry
 
-    def builder(entry, weights=None, device=None, seed: int = 0, download: bool | None = None, **kw):
+    def builder(entry, weights=None, device=None, seed: int = 0, download: bool | None = None,
+                backend: str | None = None, **kw):
         import torch
 
+        if backend not in (None, "auto", "torch"):
+            raise registry.ModelError(f"{entry.name} runs in torch only; backend {backend!r} is not available for it")
         if weights is None:  # the entry's files, found and verified (or fetched, when asked) by the hub
             weights = hub.resolve(entry.name, entry.weights, download=download)[0]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return create_fn(entry.model, weights=weights, device=device, **kw)
+            seg = create_fn(entry.model, weights=weights, device=device, **kw)
+        seg.backend = "torch"
+        return seg
 
     registry.register(registry.ModelEntry(model, "official", builder, weights=tuple(files), description=description,
-                                          paper_parameters=paper_parameters))
+                                          paper_parameters=paper_parameters, extra={"family": FAMILY}))

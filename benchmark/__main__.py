@@ -1,6 +1,9 @@
-import sys
+from segcore.waitpolicy import apply_wait_policy
 
-from flip.runtime import apply_wait_policy; apply_wait_policy()  # noqa: E402,E702  before torch loads (flip/runtime.py)
-from .cli import main
+apply_wait_policy()  # first: before anything loads torch and its OpenMP runtime (segcore/waitpolicy.py)
+
+import sys  # noqa: E402
+
+from .cli import main  # noqa: E402
 
 sys.exit(main())

@@ -25,11 +25,11 @@ import re
 import sys
 from pathlib import Path
 
-from segcore import config as segcore_config
-from segcore.datasets import dataset_fingerprint, parse_spec, split_specs
-from .runner import ConfigError, RunConfig, Runner
+# Only the standard library at module level: `--help` and `--list-models` answer without numpy, torch or a model
+# (the run's modules load in main(), after the wait policy is set by __main__).
 
-DEFAULTS = dict(model="flip-tiny", data="data/objascale-mini", results="results", weights=None, mode="5sigma",
+BACKENDS = ("auto", "onnxruntime", "torch")  # = segcore.segmenter.BACKENDS (tests/test_benchmark_cli.py checks)
+DEFAULTS = dict(model="flip-tiny", data="data/objascale-mini", results="results", weights=None, mode="5sigma", backend=None,
                 device=None, threads=None, warmup=2, seed=0, limit=None, min_area=None, max_area=None, shard="0/1",
                 run=None, boundary=True, retry_failed=False, report=True, executor="local", shards=1,
                 slurm_partition=None, slurm_timeout_min=240, slurm_cpus=4, slurm_gpus=0, flush_every=200,
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
       "and locked); same as DOWNLOAD=1 for make bench, or make weights MODEL=...")
     a("--list-models", action="store_true", help="list every registered model with its tags, weights and local availability")
     a("--mode", choices=["5sigma", "hierarchical"], help="FLIP inference mode (default 5sigma)")
+    a("--backend", choices=BACKENDS, help="execution backend: auto (each model's fastest: onnxruntime for FLIP on the CPU), "
+      "onnxruntime or torch; the one that ran is in every record and run.json (default auto)")
     a("--device", help="cpu or cuda[:k] (default: cuda when available)")
     a("--threads", type=int, help="torch intra-op threads (default: torch's choice); recorded in run.json")
     a("--warmup", type=int, help="untimed warm-up calls per model before the run (default 2)")
@@ -79,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_config_file(path: str) -> dict:
+    from segcore import config as segcore_config
+
+    from .runner import ConfigError
+
     try:
         return segcore_config.load_config_file(path, known=DEFAULTS)
     except segcore_config.ConfigFileError as e:
@@ -87,6 +93,10 @@ def load_config_file(path: str) -> dict:
 
 def resolve(args: argparse.Namespace) -> dict:
     """defaults < config file < command line."""
+    from segcore.datasets import dataset_fingerprint, split_specs
+
+    from .runner import ConfigError
+
     opts = dict(DEFAULTS)
     if args.config:
         opts.update(load_config_file(args.config))
@@ -122,6 +132,8 @@ def resolve(args: argparse.Namespace) -> dict:
 
 
 def _short_name(spec: str) -> str:
+    from segcore.datasets import parse_spec
+
     try:
         name, path, split, _ = parse_spec(spec)
     except ValueError:
@@ -129,10 +141,12 @@ def _short_name(spec: str) -> str:
     return name or (path.stem + (f"-{split}" if split and split != "eval" else ""))
 
 
-def to_run_config(opts: dict, config_file=None, shard=None) -> RunConfig:
+def to_run_config(opts: dict, config_file=None, shard=None):
+    from .runner import RunConfig
+
     return RunConfig(
         models=opts["model"], datasets=opts["data"], run_dir=str(Path(opts["results"]) / opts["run"]),
-        weights=opts["weights"], mode=opts["mode"], device=opts["device"], threads=opts["threads"],
+        weights=opts["weights"], mode=opts["mode"], backend=opts["backend"], device=opts["device"], threads=opts["threads"],
         warmup=int(opts["warmup"]), seed=int(opts["seed"]), limit=opts["limit"], min_area_ratio=opts["min_area"],
         max_area_ratio=opts["max_area"], shard=shard or opts["shard"], boundary=bool(opts["boundary"]),
         retry_failed=bool(opts["retry_failed"]), flush_every=int(opts["flush_every"]), progress=bool(opts["progress"]),
@@ -142,9 +156,11 @@ def to_run_config(opts: dict, config_file=None, shard=None) -> RunConfig:
     )
 
 
-def _run_shard(cfg: RunConfig) -> dict:
+def _run_shard(cfg) -> dict:
     """Slurm job body: one shard into the shared run folder."""
     from dataclasses import asdict
+
+    from .runner import Runner
 
     counters = Runner(cfg).run()
     return asdict(counters)
@@ -153,6 +169,8 @@ def _run_shard(cfg: RunConfig) -> dict:
 def run_slurm(opts: dict, config_file) -> None:
     """Submit one job per shard (submitit), wait for all, then the caller merges and reports."""
     import submitit
+
+    from .runner import Runner
 
     n = int(opts["shards"])
     cfgs = [to_run_config(opts, config_file, shard=(k, n)) for k in range(n)]
@@ -178,18 +196,19 @@ def run_slurm(opts: dict, config_file) -> None:
         logging.info("job %s: %s", j.job_id, j.result())
 
 
-def print_resolutions(runner: Runner) -> None:
+def print_resolutions(runner) -> None:
     """Which weights each model name means on this machine, and why: before any work, one line per model."""
     for line in runner.resolution_lines():
         print(line, flush=True)
 
 
-def list_models() -> int:
+def print_models() -> int:
+    """--list-models: every registered name with its weights state, without importing torch."""
     from segcore import registry
 
-    from .models import available
+    from .models import names
 
-    for name in available():
+    for name in names():
         e = registry.get(name)
         here = e.local_files()
         state = "no files needed" if here == [] else ("weights here" if here else "weights missing")
@@ -200,7 +219,9 @@ def list_models() -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_models:
-        return list_models()
+        return print_models()
+    from .runner import ConfigError, Runner
+
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("benchmark").setLevel(logging.INFO if args.verbose else logging.ERROR)
     try:

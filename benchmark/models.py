@@ -17,7 +17,6 @@ from segcore.registry import ModelError
 from segcore.segmenter import PHASES, PhaseTimer
 
 NO_IOU_WEIGHTS = ("random", "none")  # weights ids whose IoU is meaningless: reported as n/a, never a number
-HIERARCHICAL_SUFFIX = "-h"  # flip-tiny-h = FLIP-Tiny with hierarchical refinement (the paper's FLIPh rows)
 
 
 class NoopSegmenter:
@@ -77,7 +76,8 @@ registry.register(registry.ModelEntry("oracle-box", "", _local(OracleBoxSegmente
 
 
 def _families() -> None:
-    """Import the model families so that their registry entries exist (each registers on import)."""
+    """Import the model families so that their registry entries exist (each registers on import; torch-free:
+    the builders load torch and the models when a model is built)."""
     import flip  # noqa: F401
 
     try:
@@ -86,7 +86,8 @@ def _families() -> None:
         pass
 
 
-def available(with_tags: bool = True) -> list[str]:
+def names(with_tags: bool = True) -> list[str]:
+    """Every registered model name, all families imported."""
     _families()
     return registry.list_models(with_tags)
 
@@ -96,23 +97,13 @@ def resolve_name(name: str, mode: str | None = None, download: bool = False) -> 
     return resolution(name, mode=mode, download=download).name
 
 
-def _weights_tag(name: str, weights) -> tuple[str, object]:
-    """--weights project / authors / official on an untagged name is a tag: (name.tag, None)."""
-    if isinstance(weights, str) and "." not in name and not any(c in weights for c in "/\\.") and weights != "random":
-        return f"{name}.{weights}", None
-    return name, weights
-
-
 def resolution(name: str, weights=None, mode: str | None = None, download: bool = False) -> registry.Resolution:
     """Which weights a CLI name (with --weights / --mode) means here and why; `.line()` is what a run prints."""
     requested = name.strip()
     label = requested + (f" --weights {weights}" if weights is not None else "")  # the mode shows in the -h name
-    name, weights = _weights_tag(requested, weights)
-    model, tag = registry.split_name(name.strip().lower())
-    if mode == "hierarchical" and model.startswith("flip-") and not model.endswith(HIERARCHICAL_SUFFIX):
-        model += HIERARCHICAL_SUFFIX
+    name, weights = registry.weights_as_tag(requested, weights)
     _families()
-    r = registry.resolve(model + (f".{tag}" if tag else ""), download=download)
+    r = registry.resolve(registry.with_mode(name, mode), download=download)
     if weights is None:
         return registry.Resolution(label, r.entry, r.files, r.reason)
     if not r.entry.file_sets() and not r.entry.tag:  # model-free references take no weights
@@ -122,15 +113,17 @@ def resolution(name: str, weights=None, mode: str | None = None, download: bool 
     return registry.Resolution(label, r.entry, (weights,), f"weights file given: {weights}")
 
 
-def create(name: str, weights=None, mode: str | None = None, device=None, seed: int = 0, download: bool | None = None):
-    """Build a Segmenter by registry name. Raises ModelError with the cause (unknown name, missing weights...)."""
-    name, weights = _weights_tag(name, weights)
+def create(name: str, weights=None, mode: str | None = None, device=None, seed: int = 0, download: bool | None = None,
+           backend: str | None = None):
+    """Build a Segmenter by registry name. Raises ModelError with the cause (unknown name, missing weights...).
+    backend: "auto" | "onnxruntime" | "torch" (segcore.segmenter.BACKENDS), passed to the model's builder."""
+    name, weights = registry.weights_as_tag(name, weights)  # --weights project / authors / official: a tag
     try:
         from segcore.hub import downloads_allowed
 
         full = resolve_name(name, mode, download=weights is None and downloads_allowed(download))
-        model = registry.create(full, weights=weights, device=device, seed=seed,
-                                **({"download": download} if download is not None else {}))
+        kw = {k: v for k, v in (("download", download), ("backend", backend)) if v is not None}
+        model = registry.create(full, weights=weights, device=device, seed=seed, **kw)
     except registry.ModelError:
         raise
     except (FileNotFoundError, KeyError, ValueError, RuntimeError, ImportError) as e:
@@ -145,5 +138,5 @@ def iou_is_meaningful(weights_id: str) -> bool:
     return str(weights_id) not in NO_IOU_WEIGHTS
 
 
-__all__ = ["create", "resolution", "resolve_name", "available", "ModelError", "NoopSegmenter", "OracleBoxSegmenter", "PHASES",
+__all__ = ["create", "resolution", "resolve_name", "names", "ModelError", "NoopSegmenter", "OracleBoxSegmenter", "PHASES",
            "iou_is_meaningful", "check_image"]

@@ -144,7 +144,7 @@ def plan_models(numbers: dict, requested: list[str] | None = None) -> list[Paper
 
     from . import models as model_registry
 
-    all_names = model_registry.available()
+    all_names = model_registry.names()
     entries = [registry.get(n) for n in all_names]
     groups: dict[str, PaperModel] = {m: PaperModel(m, dict(row)) for m, row in numbers.get("models", {}).items()}
     usable = [e for e in entries if e.tag != "random" and e.model not in NOT_BASELINES]
@@ -525,4 +525,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from segcore.waitpolicy import apply_wait_policy
+
+    apply_wait_policy()  # before the runner loads torch (segcore/waitpolicy.py); this module's imports are torch-free
     sys.exit(main())

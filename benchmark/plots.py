@@ -8,6 +8,7 @@ with the cell under them.
 from __future__ import annotations
 
 from pathlib import Path
+from segcore.atomic import atomic_path
 
 import numpy as np
 
@@ -58,10 +59,9 @@ def _save(fig, out_base: Path) -> list[Path]:
     out = []
     for ext in ("png", "svg"):
         p = out_base.parent / f"{out_base.name}.{ext}"  # not with_suffix: labels such as flip-tiny.authors hold dots
-        tmp = p.with_name(f".{p.stem}.tmp.{ext}")
-        fig.savefig(tmp, dpi=DPI, format=ext, bbox_inches="tight", pad_inches=0.06,
-                    metadata={"Date": None} if ext == "svg" else {"Software": None})
-        tmp.replace(p)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=DPI, format=ext, bbox_inches="tight", pad_inches=0.06,
+                        metadata={"Date": None} if ext == "svg" else {"Software": None})
         out.append(p)
     return out
 

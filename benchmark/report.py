@@ -27,15 +27,14 @@ import numpy as np
 from . import plots, stats, tables
 from .machine import code_version
 from .models import iou_is_meaningful
+from segcore.atomic import atomic_write_text
 from segcore.records import SCHEMA_VERSION, merge as merge_records, read_frame, record_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _slug(s: str) -> str:

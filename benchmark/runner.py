@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 import sys
@@ -14,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from segcore.prompt import Prompt, PromptError
+from segcore.prompt import EMPTY_MASK, prompts_from_masks
 
 from . import models as model_registry
 from segcore.datasets import Dataset, DatasetError, ItemError, Selection, open_dataset, select_counted
 from .machine import code_version, machine_info
 from .timing import MODEL_PHASES, amortised, object_phases, tokens_of
 from segcore.metrics import object_metrics
-from segcore.records import STATUS_FAILED, STATUS_OK, RecordWriter, key_of, make_row, read_rows
+from segcore.atomic import atomic_write_text
+from segcore.records import SETTINGS_COLUMNS, STATUS_FAILED, STATUS_OK, RecordWriter, key_of, make_row, read_rows
 
 log = logging.getLogger("benchmark")
 
@@ -37,6 +37,7 @@ class RunConfig:
     run_dir: str
     weights: str | None = None
     mode: str = "5sigma"
+    backend: str | None = None  # None: each model's default ("auto"); else passed to every model's builder
     device: str | None = None
     threads: int | None = None
     warmup: int = 2
@@ -121,9 +122,7 @@ class Counters:
 
 
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 @contextmanager
@@ -172,7 +171,7 @@ class Runner:
             if isinstance(spec, str):
                 try:
                     m = model_registry.create(spec, weights=cfg.weights, mode=cfg.mode, device=cfg.device, seed=cfg.seed,
-                                              download=cfg.extra.get("download"))
+                                              download=cfg.extra.get("download"), backend=cfg.backend)
                     # after building: a file fetched with --download is found where it now lies
                     self.resolutions[self.label(m)] = model_registry.resolution(spec, cfg.weights, cfg.mode,
                                                                                  download=bool(cfg.extra.get("download"))).describe()
@@ -204,10 +203,11 @@ class Runner:
 
     @staticmethod
     def settings_of(model) -> dict:
-        """Inference settings that change a model's numbers (FLIP: mode, sampler rule, τ, c, N, seed)."""
+        """Inference settings that change a model's numbers (FLIP: mode, sampler rule, τ, c, N, seed) and what ran
+        (backend, onnxruntime and torch versions)."""
         get = getattr(model, "settings", None)
         st = get() if callable(get) else {}
-        return {k: st.get(k) for k in ("mode", "sampler_compat", "tau", "coverage", "num_tokens", "seed") if k in st}
+        return {k: st.get(k) for k in SETTINGS_COLUMNS if k in st}
 
     # ------------------------------------------------------------------ plan
     @staticmethod
@@ -322,8 +322,9 @@ class Runner:
             seen.add(self.label(model))
             try:
                 image = ds.load_image(entry)
-                masks = ds.load_masks(entry, [o.object_id for o in todo[:4]])
-                prompts = [Prompt.from_mask(m) for m in masks.values() if isinstance(m, np.ndarray) and m.any() and m.shape == image.shape[:2]]
+                ids = [o.object_id for o in todo[:4]]
+                made = prompts_from_masks(ds.load_masks(entry, ids), ids, np.shape(image), entry.image_id)
+                prompts = [p.prompt for p in made if p.prompt is not None]
                 if not prompts:
                     continue
                 for _ in range(self.cfg.warmup):
@@ -383,28 +384,19 @@ class Runner:
         h, w = image.shape[:2]
         sel = self.cfg.selection()
         prompts, objs, gts = [], [], []
-        for oid in ids:
-            m = masks.get(oid)
-            if isinstance(m, Exception) or m is None:
-                rows.append(self._failed(model, ds, entry, oid, f"mask: {m}", width=w, height=h))
-                continue
-            if m.shape != (h, w):
-                rows.append(self._failed(model, ds, entry, oid, f"mask shape {m.shape} != image {(h, w)}", width=w, height=h))
-                continue
-            area = int(np.count_nonzero(m))
-            if area == 0:
+        for op in prompts_from_masks(masks, ids, (h, w), entry.image_id):
+            if op.reason == EMPTY_MASK:
                 self.counters.add("empty_masks_skipped", 1, self.where(model, ds))
                 continue
-            if not sel.area_ok(area / (h * w)):  # selection decided on the same pixel count; kept as a guard
+            if op.reason:
+                rows.append(self._failed(model, ds, entry, op.object_id, op.reason, width=w, height=h))
+                continue
+            if not sel.area_ok(op.prompt.area / (h * w)):  # selection decided on the same pixel count; kept as a guard
                 self.counters.add("area_filtered", 1, self.where(model, ds))
                 continue
-            try:
-                prompts.append(Prompt.from_mask(m, object_id=oid, image_id=entry.image_id))
-            except (PromptError, ValueError) as e:
-                rows.append(self._failed(model, ds, entry, oid, f"prompt: {e}", width=w, height=h))
-                continue
-            objs.append(oid)
-            gts.append(m)
+            prompts.append(op.prompt)
+            objs.append(op.object_id)
+            gts.append(op.mask)
         t_data = time.perf_counter() - t0
         if not objs:
             return rows

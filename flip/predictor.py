@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .ort import run as ort_run
+from .ort import select_backend
 from .runtime import intra_op_threads
 from segcore.prompt import Prompt, PromptError, validate_rho
 
@@ -73,7 +75,7 @@ class FlipPredictor:
                  seed: int = 0, convention: str | None = None, device=None, uncertainty: float = 0.01,
                  num_mask_tokens: int = 2048, scale: float = 3.0, sampler_backend: str = "c",
                  query_chunk: int = 4096, attention: str = "auto", threads: int | None = None,
-                 sampler_compat: str | None = None):
+                 sampler_compat: str | None = None, backend: str = "auto"):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
         convention = convention or getattr(model, "gaussian_convention", PER_AXIS)
@@ -87,6 +89,8 @@ class FlipPredictor:
         self.num_tokens, self.tau, self.coverage, self.seed = int(num_tokens), float(tau), float(coverage), int(seed)
         self.uncertainty, self.num_mask_tokens, self.scale = float(uncertainty), int(num_mask_tokens), float(scale)
         self.sampler_backend, self.query_chunk, self.attention = sampler_backend, int(query_chunk), attention
+        # execution backend, chosen once here: "onnxruntime" or "torch" (flip.ort.select_backend); what ran is recorded
+        self.backend = select_backend(backend, self.model, self.device, attention)
         # the patch-sampling rule belongs to the weights (model.sampler_compat), like the Gaussian convention
         self.sampler_compat = sampler_compat or getattr(model, "sampler_compat", "exact")
         self.timer = PhaseTimer(self.device)
@@ -145,12 +149,13 @@ class FlipPredictor:
 
     # ------------------------------------------------------------------ predict
     @torch.inference_mode()
-    def predict(self, prompts: Prompt | Sequence[Prompt]):
-        """Full-resolution bool masks (H, W): one per prompt (a single Prompt gives a single mask)."""
+    def predict(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+        """Full-resolution bool masks (H, W), one per prompt, in order (the Segmenter protocol: always a list)."""
         if self.image is None:
             raise RuntimeError("call set_image(image) before predict()")
-        single = isinstance(prompts, Prompt)
-        prompts = [prompts] if single else list(prompts)
+        if isinstance(prompts, Prompt):
+            raise TypeError("predict takes a sequence of prompts and returns a list of masks: predict([prompt])")
+        prompts = list(prompts)
         h, w = self.image.shape[:2]
         self.timer.reset()
         self.timer.times["preprocess"] = self._image_time
@@ -174,24 +179,28 @@ class FlipPredictor:
                 coords.append(ps.coords)
                 positions.append(pos)
         if not active:
-            return masks[0] if single else masks
+            return masks
         self._workers = self.threads or torch.get_num_threads()
         # ops on one thread, the budget spent on independent query chunks (flip/runtime.py says why)
         with intra_op_threads(1) if self.device.type == "cpu" else contextlib.nullcontext():
             with self.timer("encoder"):  # (packing the sampler's arrays into the model's layout counts here)
-                cache = self.model.encode_objects(patches, coords, np.stack(positions), self.attention,
-                                                  self._workers)
+                if self.backend == "onnxruntime":
+                    cache = ort_run.encode_objects(self.model, patches, coords, np.stack(positions), self._workers)
+                else:
+                    cache = self.model.encode_objects(patches, coords, np.stack(positions), self.attention)
             if self.mode == "5sigma":
                 self._predict_5sigma(cache, active, boxes, masks)
             else:
                 self._predict_hierarchical(cache, active, boxes, masks)
-        return masks[0] if single else masks
+        return masks
 
     def _model_xy(self, xs, ys):
         h, w = self.image.shape[:2]
         return xs / 128.0 - w / 256.0, ys / 128.0 - h / 256.0
 
     def _decode(self, cache, coords, q_lens):
+        if self.backend == "onnxruntime":
+            return ort_run.decode(self.model, cache, coords, q_lens, self._workers)
         return self.model.decode(cache, coords, q_lens, self.attention, self.query_chunk, self._workers)
 
     def _predict_5sigma(self, cache, active, boxes, masks):

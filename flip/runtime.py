@@ -1,49 +1,19 @@
 """Thread policy for CPU inference: extra threads never make FLIP slower, idle or on a shared, loaded machine.
 
-Why: torch's OpenMP workers spin-wait at every barrier. On a 2-core machine with one other busy process, a worker
-whose partner was descheduled burns its time slice spinning: FLIP-Tiny at 2 threads ran 3-35x slower than at 1 (measured
-here). A passive wait policy removes the spinning but not the barriers: hundreds of small ops per object, each ending in a
-barrier that waits for a descheduled partner, still left 2 threads 15-40 % slower than 1 under load.
-
-The policy, in two parts:
-1. `apply_wait_policy()` (torch-free, called first thing by `import flip`, `python -m benchmark`, the trainer and the
-   scripts): OMP_WAIT_POLICY=PASSIVE as an environment default, so that every torch op that does use several OpenMP
-   threads (baselines, training) sleeps instead of spinning. It only sets a default: a value the user exported wins.
-   It must run before the OpenMP runtime is loaded (i.e. before `import torch`); `wait_policy_status()` says if it did.
-2. FLIP inference runs its ops on one intra-op thread (`intra_op_threads(1)`, restored on exit) and spends the thread
-   budget on independent work instead: query chunks of the pixel decoder go to `parallel_map`, a work queue served by
-   the calling thread and budget−1 helpers. A descheduled helper just takes fewer chunks; nobody waits at a barrier
-   except for the last chunk.
+Why: hundreds of small torch ops per object, each ending in an OpenMP barrier that waits for a descheduled partner,
+left 2 threads 15-40 % slower than 1 under load, even with the passive wait policy (which the command-line entry
+points set before torch loads: segcore/waitpolicy.py). So FLIP inference runs its ops on one intra-op thread
+(`intra_op_threads(1)`, restored on exit) and spends the thread budget on independent work instead: query chunks of the
+pixel decoder go to `parallel_map`, a work queue served by the calling thread and budget−1 helpers. A descheduled
+helper just takes fewer chunks; nobody waits at a barrier except for the last chunk.
 Nothing here changes global torch state beyond the block that asked for it.
 """
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
-
-WAIT_POLICY_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-_applied_before_torch: bool | None = None
-
-
-def apply_wait_policy() -> bool:
-    """Set OMP_WAIT_POLICY=PASSIVE unless the environment already sets it. Returns True when it takes effect
-    (the OpenMP runtime, loaded with torch, reads it once at load time)."""
-    global _applied_before_torch
-    for k, v in WAIT_POLICY_ENV.items():
-        os.environ.setdefault(k, v)
-    if _applied_before_torch is None:
-        _applied_before_torch = "torch" not in sys.modules
-    return _applied_before_torch
-
-
-def wait_policy_status() -> dict:
-    """What the OpenMP runtime of this process was started with (for run metadata)."""
-    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-            "set_before_torch": bool(_applied_before_torch) if _applied_before_torch is not None else None}
 
 
 @contextlib.contextmanager

@@ -3,9 +3,12 @@
 Which weights go with a name is the suite registry's business (flip/segmenter.py, segcore/registry.py)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 from .modeling.config import FlipConfig
-from .modeling.flip import FLIP
+
+if TYPE_CHECKING:
+    from .modeling.flip import FLIP
 
 _SMALL = dict(channels=128, layers=5, head_size=32)
 MODEL_CONFIGS: dict[str, FlipConfig] = {
@@ -20,19 +23,22 @@ MODEL_CONFIGS: dict[str, FlipConfig] = {
 }
 
 
-def list_models() -> list[str]:
+def list_architectures() -> list[str]:
+    """Architecture names (registry names add the mode and the weights tag: segcore.registry.list_names)."""
     return sorted(MODEL_CONFIGS)
 
 
 def get_config(name: str, **overrides) -> FlipConfig:
     if name not in MODEL_CONFIGS:
-        raise KeyError(f"unknown FLIP model {name!r}; available: {', '.join(list_models())}")
+        raise KeyError(f"unknown FLIP model {name!r}; available: {', '.join(list_architectures())}")
     cfg = MODEL_CONFIGS[name]
     return cfg.with_(**overrides) if overrides else cfg
 
 
 def create_model(name: str, **overrides) -> FLIP:
     """Build a randomly initialised FLIP variant. overrides: FlipConfig fields (e.g. pos_emb_all_layers=False)."""
+    from .modeling.flip import FLIP
+
     model = FLIP(get_config(name, **overrides))
     model.name = name
     return model

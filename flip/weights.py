@@ -216,13 +216,3 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike | Sequence) -> 
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
-
-
-def pretrained(name: str = "flip-tiny", path=None, device=None, download: bool | None = None):
-    """A FLIP nn.Module with trained weights, by registry name (`flip-tiny`, `flip-tiny.authors`,
-    `flip-tiny.project`) or from an explicit file. Sets model.weights_id, model.gaussian_convention and
-    model.sampler_compat from the weights."""
-    from .segmenter import load_flip
-
-    model, _ = load_flip(name, weights=path, device=device, download=download)
-    return model

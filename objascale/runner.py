@@ -15,7 +15,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .assets.hdri import list_hdris
-from .assets.objects import ObjectSourceError, load_objects, select_objects, split_of
+from .assets.objects import ObjectSourceError, split_of
+from .assets.selection import load_objects, select_objects
 from .config import Config, ConfigError, parse_shard
 from .export import build_coco, write_hdf5, write_manifest
 from .io import Layout, atomic_write_json, clean_stale_tmp

@@ -9,7 +9,7 @@ FLIP encodes per object (no image-level encoder), so its set_image is only prepr
 Small objects: FLIP-Tiny hierarchical (the authors' weights when $FLIP_REFERENCE_DIR has them, else random) on
 --small-objects objects < 1 % of the image, one predict per object (median); each baseline's cost for such an object
 is its encoder per image + its decoder per box, and `small_object_x_flip_h` = that ÷ FLIP-Tiny-h's time.
-Thread policy as every entry point (flip/runtime.py): OMP_WAIT_POLICY=PASSIVE unless set; --threads is torch's count.
+Thread policy as every entry point (segcore/waitpolicy.py): OMP_WAIT_POLICY=PASSIVE unless set; --threads is torch's count.
 
     python scripts/bench_baselines.py --weights random --out results/bench_baselines.csv
 """
@@ -22,17 +22,17 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 
-from flip.runtime import apply_wait_policy
+from segcore.waitpolicy import apply_wait_policy  # noqa: I001
 
-apply_wait_policy()  # before torch loads
+apply_wait_policy()  # first: before torch and its OpenMP runtime load (segcore/waitpolicy.py)
 import numpy as np  # noqa: E402
 
 import baselines  # noqa: E402
+from segcore.atomic import atomic_path  # noqa: E402
 from segcore.prompt import Prompt  # noqa: E402
 
 from _reference import reference  # noqa: E402  (tests/reference.py: the one FLIP_REFERENCE_DIR setting)
@@ -119,14 +119,11 @@ def measure(seg, image, prompts, warmup: int, repeats: int) -> dict:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def fmt(v, spec=".1f"):
@@ -135,7 +132,7 @@ def fmt(v, spec=".1f"):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join([FLIP] + baselines.available()),
+    ap.add_argument("--models", default=",".join([FLIP] + baselines.names()),
                     help="comma-separated model names (default: flip-tiny and all eight baselines)")
     ap.add_argument("--weights", default="random",
                     help='"random" (exact architectures, random init: enough for timing) or "default" (official files)')

@@ -7,27 +7,32 @@ For each object size the same sampled patches and 5σ query grid go through our 
 onnxruntime running the authors' fused FLIP-Tiny graph (graph optimisation off, as the parity test); ours/ORT < 1
 means we are faster. The two engines run alternately within each repetition (the machine is shared: load changes
 hit both alike); "fwd ms" and "ORT ms" are medians, "ours/ORT" is the median of the per-repetition ratios.
---backends: the project's inference backend per table (flip/modeling/ort_backend.py: "auto" = onnxruntime wherever it
+--backends: the project's inference backend per table (FlipPredictor(backend=...), flip/ort/: "auto" = onnxruntime wherever it
 can run the call). --decoder-sweep: torch vs onnxruntime decoder times per key and query count, alternating (the
-measurement behind ort_backend's backend choice).
-The thread policy (OMP_WAIT_POLICY=PASSIVE before torch loads, flip/runtime.py) is applied by `import flip`.
+measurement behind flip.ort.select_backend's choice).
+The thread policy (OMP_WAIT_POLICY=PASSIVE before torch loads) is applied first thing (segcore.waitpolicy).
 Prints figures only; asserts nothing.
 """
 from __future__ import annotations
 
-import argparse
-import os
-import time
-from pathlib import Path
+from segcore.waitpolicy import apply_wait_policy
 
-import flip  # noqa: I001  (first: the thread policy must precede torch)
-import numpy as np
-import torch
+apply_wait_policy()  # first: before torch and its OpenMP runtime load (segcore/waitpolicy.py)
 
-from flip.modeling import KVCache, TokenBatch
-from flip.predictor import FlipPredictor, box_5sigma
-from flip.runtime import intra_op_threads
-from segcore.prompt import Prompt
+import argparse  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import flip  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from flip.modeling import KVCache, TokenBatch  # noqa: E402
+from flip.ort import run as ort_run  # noqa: E402
+from flip.predictor import FlipPredictor, box_5sigma  # noqa: E402
+from flip.runtime import intra_op_threads  # noqa: E402
+from segcore.prompt import Prompt  # noqa: E402
 
 from _reference import reference  # noqa: E402  (tests/reference.py: the one FLIP_REFERENCE_DIR setting)
 
@@ -81,15 +86,9 @@ def decoder_sweep(model, reps: int, kv_counts=(91, 520), query_counts=(400, 1024
             for m in query_counts:
                 q = (torch.rand(m, 2, generator=rng) - 0.5) * 0.2
 
-                def with_backend(b):
-                    def fn():
-                        model.inference_backend = b
-                        model.decode(cache, q, [m])
-                    return fn
-
-                tt, to, ratio = paired_times(with_backend("torch"), with_backend("onnxruntime"), reps)
+                tt, to, ratio = paired_times(lambda: model.decode(cache, q, [m]),
+                                             lambda: ort_run.decode(model, cache, q, [m]), reps)
                 print(f"{n:>5} {m:>8} {tt * 1e3:>9.2f} {to * 1e3:>8.2f} {1 / ratio:>9.2f}", flush=True)
-    model.inference_backend = None
 
 
 def encoder_macs(cfg, counts) -> int:
@@ -126,13 +125,13 @@ def profile_dataset(data: str, mode: str, threads: int, reps: int, limit: int | 
     model = flip.create_segmenter("flip-tiny", weights=str(onnx) if onnx else "random", device="cpu").model
     pred = FlipPredictor(model, mode=mode, device="cpu", threads=threads)
     queries = []
-    decode = model.decode
+    decode = pred._decode
 
-    def counting_decode(cache, coords, q_lens, *a, **k):
+    def counting_decode(cache, coords, q_lens):
         queries.append(int(coords.shape[0]))
-        return decode(cache, coords, q_lens, *a, **k)
+        return decode(cache, coords, q_lens)
 
-    model.decode = counting_decode
+    pred._decode = counting_decode
     ds = open_dataset(data)
     rows = []
     for e in ds.index():
@@ -162,7 +161,6 @@ def profile_dataset(data: str, mode: str, threads: int, reps: int, limit: int | 
                 break
         if limit and len(rows) >= limit:
             break
-    model.decode = decode
     med = lambda k: float(np.median([r[k] for r in rows]))  # noqa: E731
     enc_rate = np.median([r["enc_flop"] / r["encoder"] for r in rows]) / 1e9
     dec_rate = np.median([r["dec_flop"] / r["decoder"] for r in rows if r["decoder"] > 0]) / 1e9
@@ -224,9 +222,8 @@ def main(argv=None):
         for name in args.models:
             weights = str(onnx_path) if (name == "flip-tiny" and sess) else "random"
             model = flip.create_segmenter(name, weights=weights, device="cpu", seed=args.seed).model
-            model.inference_backend = backend
             for mode in ("5sigma", "hierarchical"):
-                pred = FlipPredictor(model, mode=mode, device="cpu", seed=args.seed, threads=threads)
+                pred = FlipPredictor(model, mode=mode, device="cpu", seed=args.seed, threads=threads, backend=backend)
                 for sigma in args.sigmas:
                     img, m = scene(args.image_size, sigma)
                     prompt = Prompt.from_mask(m)

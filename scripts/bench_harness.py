@@ -8,15 +8,19 @@ A second figure takes the overhead inside the FLIP run (wall minus model time), 
 """
 from __future__ import annotations
 
-import argparse
-import sys
-import tempfile
-import time
+from segcore.waitpolicy import apply_wait_policy
 
-import numpy as np
+apply_wait_policy()  # first: before torch and its OpenMP runtime load (segcore/waitpolicy.py)
 
-from benchmark.runner import RunConfig, Runner, torch_threads
-from segcore.records import RecordWriter
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from benchmark.runner import RunConfig, Runner, torch_threads  # noqa: E402
+from segcore.records import RecordWriter  # noqa: E402
 
 
 def measure(model: str, data: str, limit: int, threads: int, boundary: bool, weights=None) -> dict:

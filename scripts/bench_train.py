@@ -7,18 +7,23 @@ for --warmup steps, then times --steps steps. Prints one row per worker count; n
 """
 from __future__ import annotations
 
-import argparse
-import platform
-import time
+from segcore.waitpolicy import apply_wait_policy
 
-import torch
+apply_wait_policy()  # first: before torch and its OpenMP runtime load (segcore/waitpolicy.py)
 
-from flip.training.data import MixtureSampler, SampleConfig, TrainSet, collate, worker_init_fn
-from flip.training.groups import GroupBalancer, group_ious
-from flip.training.loop import train_step
-from flip.training.optim import ranger
-from flip.variants import create_model
-from segcore.datasets import open_dataset
+import argparse  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+from flip.training.data import MixtureSampler, SampleConfig, TrainSet, collate, worker_init_fn  # noqa: E402
+from flip.training.groups import GroupBalancer, group_ious  # noqa: E402
+from flip.training.loop import train_step  # noqa: E402
+from flip.training.optim import ranger  # noqa: E402
+from flip.variants import create_model  # noqa: E402
+from segcore.datasets import open_dataset  # noqa: E402
 
 
 def run(args, workers: int) -> tuple[float, float, int]:

@@ -12,28 +12,34 @@ Each object's time is one full predict call (Gaussian → patches → encoder �
 object per side; with --repeats R each side runs R times per object, alternating (AB BA AB ... then BA AB ... for the next
 object), and the object's time per side is the fastest of its R (the least disturbed by other processes on a shared
 machine; the same rule for both sides). Drifting machine load hits both alike.
-The project side runs its default inference path: onnxruntime for the encoder and the decoder (the project's own
-modules exported, flip/modeling/ort_backend.py); `--project-backend torch` forces the torch path for comparison.
+The project side runs its default backend ("auto": onnxruntime for the encoder and the decoder, the project's own
+modules exported, flip/ort/); `--project-backend torch` forces the torch path for comparison. The backend that ran is
+written with the results.
 Per area bucket (mask area / image area) it prints the median time of each side and the median of the per-object
 ratios project/authors (< 1: the project is faster), plus the mean IoU between the two sides' masks (a sanity check:
 the same model on the same kind of patches). Prints and writes figures only; asserts nothing.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import time
-from pathlib import Path
+from segcore.waitpolicy import apply_wait_policy
 
-import flip  # noqa: F401  (first: the thread policy must precede torch; see flip/runtime.py)
-import numpy as np
-import torch
+apply_wait_policy()  # first: before torch and its OpenMP runtime load (segcore/waitpolicy.py)
 
-from flip.authors_pipeline import AuthorsPipeline
-from flip.modeling.ort_backend import backend_of
-from flip.predictor import FlipPredictor
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import flip  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from flip.authors_pipeline import AuthorsPipeline  # noqa: E402
+from flip.ort import onnxruntime_version  # noqa: E402
+from flip.predictor import FlipPredictor  # noqa: E402
+from segcore.atomic import atomic_write_text  # noqa: E402
 
 from _reference import reference  # noqa: E402  (tests/reference.py: the one FLIP_REFERENCE_DIR setting)
 
@@ -89,8 +95,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / u) if u else 1.0
 
 
-def run(data, threads: int, mode: str, model, onnx: Path, seed: int, repeats: int = 1, pause: float = 0.0) -> list[dict]:
-    pred = FlipPredictor(model, mode=mode, device="cpu", seed=seed, threads=threads)
+def run(data, threads: int, mode: str, model, onnx: Path, sampler_src: Path, seed: int, repeats: int = 1,
+        pause: float = 0.0, backend: str = "auto") -> tuple[list[dict], str]:
+    pred = FlipPredictor(model, mode=mode, device="cpu", seed=seed, threads=threads, backend=backend)
     ref = AuthorsPipeline(onnx, sampler_src, threads=threads)
     rows = []
     first = True
@@ -125,7 +132,7 @@ def run(data, threads: int, mode: str, model, onnx: Path, seed: int, repeats: in
                              project_phases={k_: float(v) for k_, v in pred.timings.items()},
                              authors_phases=dict(ref.timings)))
             k += 1
-    return rows
+    return rows, pred.backend
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -170,8 +177,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per object and side, alternating (fastest kept)")
     ap.add_argument("--pause", type=float, default=0.0, help="seconds of sleep before every timed run (default 0: "
                     "back to back, the authors' spinning onnxruntime helpers stay hot and may still spin into the next run)")
-    ap.add_argument("--project-backend", default=None, choices=["auto", "onnxruntime", "torch"],
-                    help="the project's inference backend (default: its own default, FLIP_INFERENCE_BACKEND or auto)")
+    ap.add_argument("--project-backend", default="auto", choices=["auto", "onnxruntime", "torch"],
+                    help="the project's backend (FlipPredictor(backend=...); default auto)")
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. what else ran on the machine)")
     ap.add_argument("--out", type=Path, default=None, help="write OUT.json (all rows) and OUT.md (the table)")
     args = ap.parse_args(argv)
@@ -179,8 +186,6 @@ def main(argv=None):
     onnx = args.onnx or reference.require(reference.onnx_path(), "the authors' FLIP-Tiny ONNX")
     sampler_src = reference.require(reference.sampler_sources(), "the authors' sampler sources")
     model = project_model(onnx)
-    if args.project_backend:
-        model.inference_backend = args.project_backend
     data = load_objects(args.data, args.limit, args.seed, args.min_pixels)
     n_obj = sum(len(x[2]) for x in data)
     print(f"{args.data}: {len(data)} images, {n_obj} objects; sampler rule of the project side: "
@@ -190,29 +195,28 @@ def main(argv=None):
         for threads in args.threads:
             la0 = os.getloadavg()
             t0 = time.time()
-            rows = run(data, threads, mode, model, onnx, args.seed, args.repeats, args.pause)
-            blocks.append(dict(mode=mode, threads=threads, loadavg_start=la0, loadavg_end=os.getloadavg(),
+            rows, ran = run(data, threads, mode, model, onnx, sampler_src, args.seed, args.repeats, args.pause,
+                            args.project_backend)
+            blocks.append(dict(mode=mode, threads=threads, backend=ran, loadavg_start=la0, loadavg_end=os.getloadavg(),
                                seconds=time.time() - t0, summary=summarize(rows), rows=rows))
             print(table([{k: v for k, v in blocks[-1].items()}]).split("\n", 2)[2], flush=True)
     md = table(blocks)
     print("\n" + md)
     meta = dict(data=args.data, objects=n_obj, images=len(data), threads=args.threads, modes=args.modes, seed=args.seed,
                 note=args.note, repeats=args.repeats, limit=args.limit, pause=args.pause,
-                project_backend=backend_of(model), sampler_compat=getattr(model, "sampler_compat", "exact"),
+                project_backend=sorted({b["backend"] for b in blocks}), sampler_compat=getattr(model, "sampler_compat", "exact"),
                 omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), torch=torch.__version__, python=platform.python_version(),
                 cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
-                onnxruntime=__import__("onnxruntime").__version__, date=time.strftime("%Y-%m-%d %H:%M:%S"))
+                onnxruntime=onnxruntime_version(), date=time.strftime("%Y-%m-%d %H:%M:%S"))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(dict(meta=meta, blocks=blocks), indent=1))
-        os.replace(tmp, args.out.with_suffix(".json"))
+        atomic_write_text(args.out.with_suffix(".json"), json.dumps(dict(meta=meta, blocks=blocks), indent=1))
         head = (f"# Project FLIP-Tiny vs the authors' pipeline: {args.data}\n\n{n_obj} objects in {len(data)} images; "
                 f"same weights (authors' FLIP-Tiny) on both sides; project sampler rule `{meta['sampler_compat']}`; "
-                f"OMP_WAIT_POLICY={meta['omp_wait_policy']}; project backend `{meta['project_backend']}`; fastest of "
+                f"OMP_WAIT_POLICY={meta['omp_wait_policy']}; project backend `{', '.join(meta['project_backend'])}`; fastest of "
                 f"{args.repeats} alternating runs per object and side; {meta['date']}; torch {meta['torch']}, onnxruntime "
                 f"{meta['onnxruntime']}, {meta['cpus']} CPUs.\n\nMachine load: {args.note or 'see load avg column'}\n\n")
-        args.out.with_suffix(".md").write_text(head + md + "\n")
+        atomic_write_text(args.out.with_suffix(".md"), head + md + "\n")
         print(f"wrote {args.out.with_suffix('.json')} and .md")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy import ndimage
+
+from segcore.atomic import atomic_write_text
 
 IMAGES = {"coins.png": "bright", "hubble_deep_field.jpg": "bright", "ihc.png": "dark-hematoxylin"}
 
@@ -92,9 +93,7 @@ def main(argv=None):
                                             bbox=[int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]))
             count += 1
         print(f"{name}: {w}x{h}, {count} objects ({kind})")
-    tmp = args.out / "annotations.json.tmp"
-    tmp.write_text(json.dumps(coco))
-    os.replace(tmp, args.out / "annotations.json")
+    atomic_write_text(args.out / "annotations.json", json.dumps(coco))
     print(f"{len(coco['annotations'])} objects -> {args.out / 'annotations.json'}")
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 import numpy as np
 
 from _reference import reference  # noqa: E402  (tests/reference.py: the one FLIP_REFERENCE_DIR setting)
+from segcore.atomic import atomic_write_text
 
 
 def bootstrap_ci(d: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
@@ -151,10 +151,7 @@ def main(argv=None) -> int:
     if args.out:
         meta = {"settings": st, "model": seg.name, "weights_id": seg.weights_id, "authors_build": build,
                 "command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"meta": meta, "datasets": results}, f, indent=1, default=str)
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, json.dumps({"meta": meta, "datasets": results}, indent=1, default=str))
     return 0
 
 

@@ -12,7 +12,6 @@ Every dataset is chunked with an unlimited first axis, so shards merge with the 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -163,19 +162,18 @@ def merge_files(out, inputs: Sequence) -> None:
 def write_flip_hdf5(path, images: Sequence[np.ndarray], masks_per_image: Sequence[Sequence[np.ndarray]],
                     image_ids=None, dataset_name: str = "", split: str = "") -> None:
     """Write a file in the authors' layout from arrays (tests, converters). JPEG q95 / PNG, atomic."""
-    import os
 
     import h5py
 
-    tmp = Path(str(path) + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         w = FlipHdf5Writer(f, dataset_name, split)
         for i, (img, masks) in enumerate(zip(images, masks_per_image)):
             w.add_image(encode_jpeg(img), [encode_png(m) for m in masks],
                         [rho_from_mask(m) if np.any(m) else np.zeros(5) for m in masks],
                         bboxes=[inclusive_bbox(m) for m in masks],
                         coco_image_id=i if image_ids is None else int(image_ids[i]))
-    os.replace(tmp, path)
 
 
 def decode_mask(data, what: str) -> np.ndarray:

@@ -159,3 +159,41 @@ def validate_rho(rho: np.ndarray, name: str = "Gaussian") -> None:
     _, _, vx, vy, vxy = rho
     if vx < 0 or vy < 0 or vx * vy - vxy * vxy < -1e-12 * max(vx * vy, EPS):
         raise PromptError(f"{name}: covariance is not positive semi-definite: {rho.tolist()}")
+
+
+EMPTY_MASK = "empty mask"  # ObjectPrompt.reason of an empty mask (the harness counts these apart from failures)
+
+
+@dataclass(frozen=True)
+class ObjectPrompt:
+    """One object's prompt from its ground-truth mask, or the reason there is none."""
+
+    object_id: object
+    prompt: Prompt | None
+    mask: np.ndarray | None
+    reason: str | None = None  # "mask: …" (unreadable), "mask shape …", EMPTY_MASK or "prompt: …"
+
+
+def prompts_from_masks(masks, object_ids, shape, image_id=None) -> list[ObjectPrompt]:
+    """The one mask → prompt routine (the benchmark runner, its warm-up, the trainer's validation): for each id,
+    in order, a Prompt carrying image_id/object_id (seeds use them), or the reason why none can be made. `masks`
+    maps ids to a mask, None, or the Exception raised reading it; `shape` is the image's (H, W)."""
+    out = []
+    h, w = shape[:2]
+    for oid in object_ids:
+        m = masks.get(oid)
+        if isinstance(m, Exception) or m is None:
+            out.append(ObjectPrompt(oid, None, None, f"mask: {m}"))
+            continue
+        if m.shape != (h, w):
+            out.append(ObjectPrompt(oid, None, None, f"mask shape {m.shape} != image {(h, w)}"))
+            continue
+        if not np.any(m):
+            out.append(ObjectPrompt(oid, None, m, EMPTY_MASK))
+            continue
+        try:
+            out.append(ObjectPrompt(oid, Prompt.from_mask(m, object_id=oid, image_id=image_id), m))
+        except (PromptError, ValueError) as e:
+            out.append(ObjectPrompt(oid, None, m, f"prompt: {e}"))
+    return out
+

@@ -26,11 +26,33 @@ class ModelError(ValueError):
     """A model that cannot be built (unknown name, missing weights): a configuration error."""
 
 
+HIERARCHICAL_SUFFIX = "-h"  # flip-tiny-h = FLIP-Tiny with hierarchical refinement (the paper's FLIPh rows)
+HIERARCHICAL_FAMILIES = ("flip-",)  # models that have a hierarchical mode
+
+
+def with_mode(name: str, mode: str | None) -> str:
+    """`mode="hierarchical"` turns a FLIP name into its `-h` model (the tag kept): flip-tiny.authors → flip-tiny-h.authors."""
+    model, tag = split_name(name.strip().lower())
+    if mode == "hierarchical" and model.startswith(HIERARCHICAL_FAMILIES) and not model.endswith(HIERARCHICAL_SUFFIX):
+        model += HIERARCHICAL_SUFFIX
+    return model + (f".{tag}" if tag else "")
+
+
+def weights_as_tag(name: str, weights):
+    """`--weights authors` (a bare word, not a file or "random") on an untagged name means the tag: the same as
+    `name.authors`. Returns (name, weights) with the tag moved into the name."""
+    if isinstance(weights, str) and "." not in name and not any(c in weights for c in "/\\.") and weights != "random":
+        return f"{name}.{weights}", None
+    return name, weights
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     model: str  # architecture + mode, e.g. "flip-tiny-h"
     tag: str  # weights tag, e.g. "authors"
-    builder: Callable[..., object]  # builder(entry, weights=None|"random"|path, device=None, seed=0, **kw)
+    # builder(entry, weights=None|"random"|path, device=None, seed=0, **kw), or "module:function" naming it: the
+    # entry is then data only, and the module (torch, the model) loads when a model is built, never at registration
+    builder: Callable[..., object] | str
     weights: tuple[WeightFile, ...] = ()  # every file the tag needs (alternatives: see `alternatives`)
     alternatives: tuple[tuple[WeightFile, ...], ...] = ()  # other file sets that carry the same weights
     description: str = ""
@@ -84,6 +106,11 @@ def unregister(name: str) -> None:
         _ORDER[entry.model].remove(entry.tag)
         if not _ORDER[entry.model]:
             del _ORDER[entry.model]
+
+
+def entries() -> list[ModelEntry]:
+    """Every registered entry, in registration order."""
+    return list(_ENTRIES.values())
 
 
 def list_models(with_tags: bool = True) -> list[str]:
@@ -194,4 +221,14 @@ def get(name: str, download: bool = False) -> ModelEntry:
 def create(name: str, weights=None, device=None, seed: int = 0, **kwargs):
     """Build a Segmenter. weights: None (the tag's files), "random" (seeded random init; IoU is n/a) or a path."""
     entry = get(name, download=weights is None and downloads_allowed(kwargs.get("download")))
-    return entry.builder(entry, weights=weights, device=device, seed=seed, **kwargs)
+    return build_function(entry)(entry, weights=weights, device=device, seed=seed, **kwargs)
+
+
+def build_function(entry: ModelEntry) -> Callable[..., object]:
+    """The entry's builder, imported on first use when it is given as "module:function"."""
+    if callable(entry.builder):
+        return entry.builder
+    import importlib
+
+    module, _, name = entry.builder.partition(":")
+    return getattr(importlib.import_module(module), name)

@@ -10,6 +10,9 @@ import numpy as np
 from .prompt import Prompt
 
 PHASES = ("data", "preprocess", "encoder", "decoder", "postprocess")
+# Execution backends a caller may ask a model for (FLIP: flip.ort.select_backend; `python -m benchmark --backend`):
+# "auto" lets the model take its fastest one; the one that actually ran is in every record (column `backend`).
+BACKENDS = ("auto", "onnxruntime", "torch")
 
 
 @runtime_checkable

@@ -60,3 +60,23 @@ def make_coco_dataset(root, n_images: int = 4, objects_per_image: int = 3, seed:
     tmp.write_text(json.dumps(data))
     os.replace(tmp, root / "annotations.json")
     return root
+
+
+def assert_segmenter_behaves(seg, image, prompts) -> None:
+    """The Segmenter protocol by behaviour, not by attribute names (isinstance on a runtime_checkable Protocol only
+    looks for the names): typed identity fields, set_image, predict always a list of bool (H, W) masks, one per
+    prompt in order (an empty list for no prompts), timings keyed by the suite's phases."""
+    from segcore.segmenter import PHASES
+
+    assert isinstance(seg.name, str) and seg.name
+    assert isinstance(seg.num_parameters, int) and seg.num_parameters >= 0
+    assert isinstance(seg.weights_id, str) and seg.weights_id
+    seg.set_image(image)
+    out = seg.predict(list(prompts))
+    assert isinstance(out, list) and len(out) == len(prompts)
+    for m in out:
+        assert isinstance(m, np.ndarray) and m.dtype == np.bool_ and m.shape == image.shape[:2]
+    assert seg.predict([]) == []
+    one = seg.predict(list(prompts)[:1])
+    assert isinstance(one, list) and len(one) == 1 and one[0].shape == out[0].shape
+    assert isinstance(seg.timings, dict) and set(seg.timings) <= set(PHASES)

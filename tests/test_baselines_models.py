@@ -9,9 +9,9 @@ import torch
 import baselines
 from baselines.weights import WeightsError
 from segcore.prompt import Prompt, PromptError
-from segcore.segmenter import Segmenter
 
 from ._baselines_util import H, W, image, masks, prompts
+from .fixtures import assert_segmenter_behaves
 
 LIGHT = ["mobilesam", "efficientsam-t", "fastsam-s"]
 
@@ -28,7 +28,7 @@ def _run(seg, img=None, ps=None):
 
 
 def _check_outputs(seg, out, n=3):
-    assert isinstance(seg, Segmenter)
+    assert_segmenter_behaves(seg, image(), prompts())  # the protocol by behaviour, not by attribute names
     assert len(out) == n
     for m in out:
         assert m.dtype == np.bool_ and m.shape == (H, W)

@@ -16,11 +16,11 @@ def _offline(monkeypatch, tmp_path):
     monkeypatch.delenv("FLIP_SUITE_DOWNLOAD", raising=False)
 
 
-def test_available_lists_the_eight_paper_models():
-    assert baselines.available() == [
+def test_names_lists_the_eight_paper_models_from_the_registry():
+    assert baselines.names() == [
         "sam-b", "sam-l", "sam-h", "mobilesam", "efficientsam-t", "efficientsam-s", "fastsam-s", "fastsam-x"
     ]
-    with pytest.raises(KeyError, match="available"):
+    with pytest.raises(KeyError, match="baselines"):
         baselines.create("sam-xl")
 
 

@@ -17,7 +17,7 @@ def test_names_resolve_to_tagged_registry_entries():
     assert models.resolve_name("flip-tiny.project", mode="hierarchical") == "flip-tiny-h.project"
     assert models.resolve_name("flip-small-maxpatch4") == "flip-small-maxpatch4.random"
     assert models.resolve_name("sam-b") == "sam-b.official"
-    assert "sam-b.official" in models.available() and "flip-tiny-h.authors" in models.available()
+    assert "sam-b.official" in models.names() and "flip-tiny-h.authors" in models.names()
     with pytest.raises(models.ModelError, match="unknown model"):
         models.create("flip-huge")
     with pytest.raises(models.ModelError, match="no weights tag"):
@@ -116,7 +116,7 @@ def test_a_name_resolves_with_its_reason(tmp_path, monkeypatch):
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("FLIP_SUITE_CACHE", str(cache))
-    models.available()
+    models.names()
     r = registry.resolve("flip-tiny")
     assert r.name == "flip-tiny.project" and [p.name for p in r.files] == ["flip-tiny-objascale.pt"]
     assert r.line() == ("flip-tiny → flip-tiny.project (the authors' published weights are not in the cache "

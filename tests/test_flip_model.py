@@ -82,15 +82,15 @@ def test_object_major_index():
     assert dest.tolist() == [0, 1, 5, 6, 7, 8, 2, 3, 4, 9, 10]
 
 
-@pytest.mark.parametrize("mode", ["loop", "mask"])
-def test_packed_batch_equals_per_object(mode):
+@pytest.mark.parametrize("kernel", ["loop", "mask"])
+def test_packed_batch_equals_per_object(kernel):
     torch.manual_seed(0)
     m = flip.create_model("flip-tiny").eval()
     P, C, pos = _objects(4)
     rng = np.random.default_rng(1)
     qs = [torch.from_numpy((pos[i, :2] + rng.normal(size=(50 + 10 * i, 2)) * 0.2).astype(np.float32)) for i in range(4)]
     with torch.inference_mode():
-        packed = m(TokenBatch.from_objects(P, C, pos, SIZES), torch.cat(qs), [len(q) for q in qs], mode=mode)
+        packed = m(TokenBatch.from_objects(P, C, pos, SIZES), torch.cat(qs), [len(q) for q in qs], kernel=kernel)
         single = torch.cat([m(TokenBatch.from_objects([P[i]], [C[i]], pos[i:i + 1], SIZES), qs[i]) for i in range(4)])
     assert torch.allclose(packed, single, atol=1e-4, rtol=1e-4)
 

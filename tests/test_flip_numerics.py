@@ -107,7 +107,6 @@ def test_dnnl_attention_matches_sdpa_and_multi_object_decoder():
     from flip.modeling import FLIP, FlipConfig, KVCache
 
     model = FLIP(FlipConfig()).eval()
-    model.inference_backend = "torch"  # this test is about the torch path (the onnxruntime one: test_flip_ort_backend)
     cache = KVCache(torch.randn(500, 64) * 3, torch.randn(500, 64), np.array([300, 200]),
                     torch.tensor([[0, 0, 0.1, 0.2, 0.6, 0.8], [0.3, -0.2, 0.3, 0.1, 1.0, 0.0]]))
     coords = torch.rand(3000, 2) - 0.5

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 import flip
+from tests.fixtures import assert_segmenter_behaves
 from flip.predictor import SIGMA_MIN_PX, FlipPredictor, box_5sigma, hierarchical_sizes
 from segcore.prompt import Prompt, PromptError
-from segcore.segmenter import Segmenter
 
 from . import reference
 
-pytest.importorskip("flip.sampler", reason="flip.sampler (C fovea sampler binding) not built yet")
+pytest.importorskip("flip._fovea", reason="C fovea sampler extension not built (python setup.py build_ext --inplace)")
 
 
 @pytest.mark.parametrize("box,sizes", [
@@ -52,7 +52,8 @@ def seg_random():
 
 
 def test_segmenter_protocol(seg_random):
-    assert isinstance(seg_random, Segmenter)
+    img, masks = _scene()
+    assert_segmenter_behaves(seg_random, img, [Prompt.from_mask(m) for m in masks])
     assert seg_random.weights_id == "random" and seg_random.num_parameters == 513_804
 
 
@@ -98,8 +99,10 @@ def test_degenerate_inputs():
     pred = FlipPredictor(flip.create_model("flip-tiny"), device="cpu")
     pred.set_image(img)
     tiny = Prompt.from_mask(masks[2])  # 1 px: variance 0, σ is clamped, must not crash
-    out = pred.predict(tiny)
-    assert out.shape == img.shape[:2]
+    out = pred.predict([tiny])
+    assert isinstance(out, list) and len(out) == 1 and out[0].shape == img.shape[:2]  # the protocol: always a list
+    with pytest.raises(TypeError, match="sequence"):
+        pred.predict(tiny)
     bad = Prompt(np.array([0.0, 0.0, np.nan, 0.1, 0.0]), np.array([0, 0, 1, 1.0]), 128, 96)
     with pytest.raises(PromptError, match="object 1"):
         pred.predict([tiny, bad])
@@ -108,9 +111,9 @@ def test_degenerate_inputs():
         pred.predict([wrong])
     # a Gaussian centred far outside the image: empty box → empty mask, no crash
     far = Prompt(np.array([30.0, 30.0, 1e-4, 1e-4, 0.0]), np.array([0, 0, 1, 1.0]), 128, 96)
-    assert not pred.predict(far).any()
+    assert not pred.predict([far])[0].any()
     with pytest.raises(RuntimeError, match="set_image"):
-        FlipPredictor(pred.model, device="cpu").predict(tiny)
+        FlipPredictor(pred.model, device="cpu").predict([tiny])
 
 
 def test_unknown_mode():

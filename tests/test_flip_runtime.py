@@ -1,5 +1,6 @@
-"""The thread policy (flip/runtime.py): env default only, no lasting global torch state, chunk-parallel decoding
-gives the same logits as one thread."""
+"""The thread policy (segcore/waitpolicy.py for the entry points, flip/runtime.py for inference): env default only,
+applied by the entry points before torch loads, no lasting global torch state, chunk-parallel decoding gives the same
+logits as one thread."""
 import os
 import threading
 
@@ -9,6 +10,7 @@ import torch
 
 import flip
 from flip import runtime
+from segcore import waitpolicy
 from flip.modeling import TokenBatch
 from flip.predictor import FlipPredictor
 from segcore.prompt import Prompt
@@ -18,22 +20,35 @@ from .flip_testutil import SIZES, allocation, crop_patches, position, synthetic_
 
 def test_wait_policy_is_a_default_the_user_can_override(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    runtime.apply_wait_policy()
+    waitpolicy.apply_wait_policy()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
     monkeypatch.delenv("OMP_WAIT_POLICY")
-    runtime.apply_wait_policy()
+    waitpolicy.apply_wait_policy()
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
-def test_import_flip_sets_the_policy_before_torch():
+@pytest.mark.parametrize("entry", ["benchmark/__main__.py", "flip/training/__main__.py"])
+def test_entry_points_apply_the_policy_first(entry):
+    """Each __main__ calls apply_wait_policy before any other import (so before torch loads)."""
+    import ast
+    from pathlib import Path
+
+    body = ast.parse((Path(__file__).resolve().parents[1] / entry).read_text()).body
+    body = [n for n in body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]  # docstring
+    assert isinstance(body[0], ast.ImportFrom) and body[0].module == "segcore.waitpolicy"
+    assert isinstance(body[1], ast.Expr) and body[1].value.func.id == "apply_wait_policy"
+
+
+def test_the_benchmark_entry_point_sets_the_policy_before_torch():
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", "import flip, os; print(os.environ['OMP_WAIT_POLICY'], "
-                          "flip.runtime.wait_policy_status()['set_before_torch'])"],
-                         capture_output=True, text=True, env=env, check=True).stdout.split()
-    assert out == ["PASSIVE", "True"]
+    code = ("import runpy, sys; sys.argv = ['benchmark', '--help']\n"
+            "try:\n    runpy.run_module('benchmark', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "import os, segcore.waitpolicy as w; print(os.environ['OMP_WAIT_POLICY'], w.wait_policy_status()['set_before_torch'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+    assert out[-2:] == ["PASSIVE", "True"]
 
 
 def test_parallel_map_order_errors_and_modes():
@@ -84,6 +99,6 @@ def test_predictor_threads_never_set_globally(model):
         pred = FlipPredictor(model, device="cpu", threads=t, seed=3)
         assert torch.get_num_threads() == before
         pred.set_image(img)
-        masks[t] = pred.predict(prompt)
+        masks[t] = pred.predict([prompt])[0]
         assert torch.get_num_threads() == before
     assert (masks[1] != masks[2]).mean() < 1e-3  # same model, same patches: only fp rounding of chunking may differ

@@ -1,9 +1,12 @@
-"""The layers of docs/architecture.md, enforced: imports only go downwards, and the bottom stays torch-free.
+"""The layers of docs/architecture.md, enforced: imports only go downwards, no module imports itself back through
+others, and the bottom stays torch-free.
 
     scripts → benchmark, objascale → flip, baselines → segcore → (ext)
 
-Every module of every package is parsed (imports inside functions included) and each edge is checked; a
-fresh interpreter checks that importing segcore or objascale never loads torch or a model package.
+Every module of every package is parsed (imports inside functions included) and each edge is checked: no package
+edge against the layering, no cycle in the graph of modules (an import inside a function is an edge too: a loop
+that only closes at call time is still a loop); a fresh interpreter checks that importing segcore or objascale never
+loads torch or a model package, and that `import flip` leaves the environment alone.
 """
 from __future__ import annotations
 
@@ -44,6 +47,105 @@ def edges():
                 top = mod.split(".")[0]
                 if top in LAYER and top != pkg:
                     yield pkg, top, f"{path.relative_to(ROOT)}:{line} imports {mod}"
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).parts)
+    parts[-1] = parts[-1].split(".")[0]  # x.py, x.cpython-311-x86_64-linux-gnu.so → x
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_graph(root: Path = ROOT, packages=tuple(LAYER)) -> dict[str, set[str]]:
+    """module → the project modules it imports (anywhere in the file). `from X import y` is an edge to X.y when
+    that is a module (a compiled extension counts), else to X; relative imports are resolved."""
+    files = {_module_name(p, root): p for pkg in packages for p in sorted((root / pkg).rglob("*.py"))}
+    modules = set(files) | {_module_name(p, root) for pkg in packages for p in (root / pkg).rglob("*.so")}
+
+    def known(m: str) -> str | None:
+        while m and m not in modules:
+            m = m.rpartition(".")[0]
+        return m or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                out.update(known(a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                mod = ".".join(base[:len(base) - node.level + 1] + [node.module] if node.module else
+                               base[:len(base) - node.level + 1]) if node.level else node.module
+                out.update(f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else known(mod) for a in node.names)
+        graph[name] = {m for m in out if m and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (each holds at least one import loop)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(v):  # Tarjan; the graph is small enough for recursion
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_loops_between_modules():
+    loops = cycles(module_graph())
+    assert not loops, "import loops (each line: modules that import each other, directly or through others):\n" + \
+        "\n".join(" ⇄ ".join(c) for c in loops)
+
+
+def test_the_loop_checker_finds_a_planted_loop(tmp_path):
+    """The cycle test can fail: a loop closed by an import inside a function, and one through a package __init__."""
+    pkg = tmp_path / "segcore"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from . import a\n")
+    (pkg / "a.py").write_text("from .sub import b\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import x\n")
+    (pkg / "c.py").write_text("import segcore.d\n")
+    (pkg / "d.py").write_text("from segcore import c\n")
+    found = cycles(module_graph(tmp_path, ("segcore",)))
+    assert sorted(found) == [["segcore.a", "segcore.sub.b"], ["segcore.c", "segcore.d"]]
+    (pkg / "sub" / "b.py").write_text("X = 1\n")
+    (pkg / "d.py").write_text("Y = 2\n")
+    assert cycles(module_graph(tmp_path, ("segcore",))) == []
+
+
+def test_import_flip_has_no_side_effects():
+    """`import flip` neither writes the environment (the wait policy is the entry points' business:
+    segcore/waitpolicy.py) nor loads torch."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = "import sys, os, flip; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "False"]
 
 
 def test_no_import_crosses_a_boundary_the_wrong_way():

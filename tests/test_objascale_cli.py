@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objascale.assets.objects import ObjectAsset, local_objects, select_objects
+from objascale.assets.objects import ObjectAsset, local_objects
+from objascale.assets.selection import select_objects
 from objascale.cli import build_parser, effective_settings, main
 from objascale.config import ConfigError, area_floor_range, build_config
 

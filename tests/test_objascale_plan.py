@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from objascale.assets.hdri import Hdri, check_hdri_file, list_hdris
-from objascale.assets.objects import ObjectAsset, local_objects, select_objects, split_of
+from objascale.assets.objects import ObjectAsset, local_objects, split_of
+from objascale.assets.selection import select_objects
 from objascale.assets.sweethome3d import materialize, parse_properties
 from objascale.config import ConfigError, build_config
 from objascale.plan import Catalog, area_check, area_ratio_bounds, plan_image, samples_for_ratio

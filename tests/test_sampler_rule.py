@@ -55,9 +55,9 @@ def test_authors_onnx_evaluates_with_the_authors_rule(sampler_calls, authors_cac
 
 
 def test_committed_project_checkpoint_evaluates_with_exact(sampler_calls):
-    from flip import segmenter
+    from flip import entries
 
-    path = segmenter.CHECKPOINT_DIR / "flip-tiny-objascale.pt"
+    path = entries.CHECKPOINT_DIR / "flip-tiny-objascale.pt"
     if not path.is_file():
         pytest.skip("no committed flip/checkpoints/flip-tiny-objascale.pt")
     seg = flip.create_segmenter("flip-tiny.project", device="cpu")

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-pytest.importorskip("flip.sampler", reason="flip.sampler (fovea sampler binding) not built")
+pytest.importorskip("flip._fovea", reason="C fovea sampler extension not built (python setup.py build_ext --inplace)")
 
 LR = 0.5  # plain SGD: the update is the gradient itself, so any averaging error shows in the weights
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("flip.sampler", reason="flip.sampler (fovea sampler binding) not built")
+pytest.importorskip("flip._fovea", reason="C fovea sampler extension not built (python setup.py build_ext --inplace)")
 
 from flip.training.cli import parse_args  # noqa: E402
 from flip.training.data import MixtureSampler, SampleConfig, TrainSet, collate  # noqa: E402

@@ -62,9 +62,9 @@ def test_bad_flags_are_rejected():
 
 def test_untagged_name_takes_the_committed_project_checkpoint_when_no_authors_file(monkeypatch, tmp_path):
     import flip
-    from flip import segmenter
+    from flip import entries
 
-    path = segmenter.CHECKPOINT_DIR / "flip-tiny-objascale.pt"
+    path = entries.CHECKPOINT_DIR / "flip-tiny-objascale.pt"
     if not path.is_file():
         pytest.skip("no committed flip/checkpoints/flip-tiny-objascale.pt")
     monkeypatch.setenv("FLIP_SUITE_CACHE", str(tmp_path / "empty-cache"))  # a fresh clone: nothing in the cache

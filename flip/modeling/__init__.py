@@ -1,10 +1,15 @@
-"""FLIP model components, one file each (segment-anything style)."""
-from segcore.segmenter import count_parameters  # noqa: F401  (one definition, re-exported for model code)
+"""FLIP model components, one file each (segment-anything style): plain torch modules (the onnxruntime runtime is
+flip/ort/). Names load on first use, so `flip.modeling.config` (FlipConfig) can be read without importing torch."""
+from __future__ import annotations
 
-from .attention import block_diagonal_mask, packed_attention  # noqa: F401
-from .config import FlipConfig  # noqa: F401
-from .decoder import KVCache, PixelDecoder  # noqa: F401
-from .flip import FLIP  # noqa: F401
-from .packing import TokenBatch  # noqa: F401
-from .patch_embed import PatchEmbedding  # noqa: F401
-from .position import relative_embedding  # noqa: F401
+from .._lazy import lazy_attributes
+
+_NAMES = {  # name -> module that defines it
+    "count_parameters": "segcore.segmenter",  # one definition, re-exported for model code
+    "block_diagonal_mask": ".attention", "packed_attention": ".attention", "FlipConfig": ".config",
+    "KVCache": ".decoder", "PixelDecoder": ".decoder", "FLIP": ".flip", "TokenBatch": ".packing",
+    "PatchEmbedding": ".patch_embed", "relative_embedding": ".position",
+}
+__all__ = sorted(_NAMES)
+
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES)

@@ -16,7 +16,7 @@ from . import numerics
 from .numerics import Linear
 from .position import PositionMLP
 
-ATTENTION_MODES = ("auto", "loop", "mask", "math")
+ATTENTION_KERNELS = ("auto", "loop", "mask", "math")
 
 
 def _math_attention(q, k, v):
@@ -33,26 +33,26 @@ def block_diagonal_mask(q_lens: Sequence[int], kv_lens: Sequence[int], device=No
 
 
 def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                     q_lens: Sequence[int], kv_lens: Sequence[int], mode: str = "auto") -> torch.Tensor:
+                     q_lens: Sequence[int], kv_lens: Sequence[int], kernel: str = "auto") -> torch.Tensor:
     """softmax(QKᵀ/√d)V per segment. q (Σq, H·d), k/v (Σkv, H·d) → (Σq, H·d). Channel block h·d…(h+1)·d−1 is head h."""
     if len(q_lens) != len(kv_lens):
         raise ValueError(f"{len(q_lens)} query segments but {len(kv_lens)} key/value segments")
     tq, c = q.shape
     d = c // heads
     if numerics.ort_order_enabled():
-        mode = "math"
-    if mode == "auto":
-        mode = "mask" if (q.is_cuda and len(q_lens) > 1) else "loop"
+        kernel = "math"
+    if kernel == "auto":
+        kernel = "mask" if (q.is_cuda and len(q_lens) > 1) else "loop"
     sdpa = F.scaled_dot_product_attention
-    if mode == "math":
-        sdpa, mode = _math_attention, "loop"
-    if mode not in ("loop", "mask"):
-        raise ValueError(f"unknown attention mode {mode!r}; choose one of {ATTENTION_MODES}")
+    if kernel == "math":
+        sdpa, kernel = _math_attention, "loop"
+    if kernel not in ("loop", "mask"):
+        raise ValueError(f"unknown attention kernel {kernel!r}; choose one of {ATTENTION_KERNELS}")
 
     def split(x):  # (n, H·d) → (H, n, d)
         return x.view(x.shape[0], heads, d).transpose(0, 1)
 
-    if len(q_lens) == 1 or mode == "mask":
+    if len(q_lens) == 1 or kernel == "mask":
         mask = None if len(q_lens) == 1 else block_diagonal_mask(q_lens, kv_lens, q.device)
         o = sdpa(split(q), split(k), split(v)) if mask is None else F.scaled_dot_product_attention(
             split(q), split(k), split(v), attn_mask=mask)
@@ -103,10 +103,10 @@ class SelfAttention(nn.Module):
     def position_mlps(self) -> list:
         return [self.query, self.key, self.value] if self.with_position else []
 
-    def forward(self, x, seqlens, pos=None, mode="auto"):
+    def forward(self, x, seqlens, pos=None, kernel="auto"):
         """pos: precomputed (q_pos, k_pos, v_pos) from run_position_mlps, or None (no positional term)."""
         q, k, v = self.projections(x)
         if pos is not None:
             q, k, v = q + pos[0], k + pos[1], v + pos[2]
-        o = packed_attention(q, k, v, self.heads, seqlens, seqlens, mode)
+        o = packed_attention(q, k, v, self.heads, seqlens, seqlens, kernel)
         return self.out(o) * self.alpha

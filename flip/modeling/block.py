@@ -16,6 +16,6 @@ class EncoderLayer(nn.Module):
         self.mlp = FeedForwardBlock(channels, mlp_expansion, alpha)
         self.alpha = nn.Parameter(torch.full((1,), float(alpha)))
 
-    def forward(self, x, seqlens, pos=None, mode="auto"):
-        x = x + self.attention(x, seqlens, pos, mode)
+    def forward(self, x, seqlens, pos=None, kernel="auto"):
+        x = x + self.attention(x, seqlens, pos, kernel)
         return x + self.mlp(x) * self.alpha

@@ -94,7 +94,7 @@ class PixelDecoder(nn.Module):
         self._tail = numerics.FoldCache()
         self._post_w1 = numerics.FoldCache()
 
-    def _fold_tail(self):
+    def fold_tail(self):
         """to_mask(o + α·(W2·h + b2)) = o·w + h·(α·W2ᵀw) + (α·w·b2 + b): the 256→64 matmul collapses to a vector."""
         post, w = self.postprocess, self.to_mask.weight[0]
         return w.contiguous(), (post.alpha * (post.weight2.t() @ w)).contiguous(), post.alpha * (w @ post.bias2) + self.to_mask.bias
@@ -129,7 +129,7 @@ class PixelDecoder(nn.Module):
             return numerics.linear(o, self.to_mask.weight, self.to_mask.bias).squeeze(-1)
         post = self.postprocess
         w, v, c = self._tail.get([post.weight2, post.bias2, post.alpha, self.to_mask.weight, self.to_mask.bias],
-                                 self._fold_tail)
+                                 self.fold_tail)
         h = F.silu(numerics.fast_linear(post.norm(o), post.weight1, post.bias1, self._post_w1), inplace=True)
         return torch.mv(h, v).add_(torch.mv(o, w)).add_(c)
 
@@ -138,7 +138,7 @@ class PixelDecoder(nn.Module):
         k, v = self.attention.keys_values(x, key_pos, value_pos)
         return KVCache(k, v, np.asarray(seqlens, dtype=np.int64), positions)
 
-    def query(self, cache: KVCache, coords: torch.Tensor, q_lens, mode: str = "auto", chunk: int = 4096,
+    def query(self, cache: KVCache, coords: torch.Tensor, q_lens, kernel: str = "auto", chunk: int = 4096,
               workers: int = 1) -> torch.Tensor:
         """Logits (Σq,) for query coordinates (Σq, 2) in model units, q_lens[b] of them for object b.
         workers > 1: query chunks run on that many threads (flip.runtime.parallel_map), each op on one thread;
@@ -151,7 +151,7 @@ class PixelDecoder(nn.Module):
             raise ValueError(f"coords must be ({total}, 2), got {tuple(coords.shape)}")
         out = coords.new_empty(total)
         att = self.attention
-        use_dnnl = (numerics.fast_path() and coords.is_cpu and mode in ("auto", "loop") and cache.k.shape[1] % att.heads == 0
+        use_dnnl = (numerics.fast_path() and coords.is_cpu and kernel in ("auto", "loop") and cache.k.shape[1] % att.heads == 0
                     and cache.k.dtype == torch.float32 and numerics._dnnl_available())  # (a probe reorder cost 1 ms a call)
         parallel = coords.is_cpu and numerics.fast_path() and total >= MIN_PARALLEL_QUERIES  # (ort_order is per thread)
         workers = max(1, int(workers)) if parallel else 1
@@ -166,7 +166,7 @@ class PixelDecoder(nn.Module):
             if use_dnnl and (qe - qs) * (ke - ks) >= DNNL_MIN_SCORES:
                 o = self._dnnl_attention(cache, q, b0, ql, kl, ks)
             else:
-                o = packed_attention(q, cache.k[ks:ke], cache.v[ks:ke], att.heads, ql, kl, mode)
+                o = packed_attention(q, cache.k[ks:ke], cache.v[ks:ke], att.heads, ql, kl, kernel)
             out[qs:qe] = self.head(att.out(o))
 
         chunks = list(_query_chunks(q_lens, cache.kv_lens, chunk))

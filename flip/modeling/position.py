@@ -33,7 +33,7 @@ class PositionMLP(nn.Sequential):
         super().__init__(Linear(2, hidden), SiLU(), Linear(hidden, hidden), SiLU(), Linear(hidden, out_features))
 
 
-def _stacked_weights(mlps):
+def stacked_weights(mlps):
     w1 = torch.cat([p[0].weight for p in mlps], 0).t().contiguous()  # (2, M·h)
     b1 = torch.cat([p[0].bias for p in mlps], 0)
     w2 = torch.stack([p[2].weight.t() for p in mlps])  # (M, h, h)
@@ -55,9 +55,9 @@ def run_position_mlps(mlps: list[PositionMLP], e: torch.Tensor, cache: numerics.
         return [m(e) for m in mlps]
     m = len(mlps)
     if cache is not None and numerics.fast_path():
-        w1, b1, w2, b2, w3, b3 = cache.get([t for p in mlps for t in p.parameters()], lambda: _stacked_weights(mlps))
+        w1, b1, w2, b2, w3, b3 = cache.get([t for p in mlps for t in p.parameters()], lambda: stacked_weights(mlps))
     else:
-        w1, b1, w2, b2, w3, b3 = _stacked_weights(mlps)
+        w1, b1, w2, b2, w3, b3 = stacked_weights(mlps)
     h = F.silu(torch.addmm(b1, e, w1))  # (n, M·h)
     hid = mlps[0][0].out_features
     h = h.view(e.shape[0], m, hid).transpose(0, 1)  # (M, n, h)

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from segcore.atomic import atomic_write_text
+
 from .checkpoint import atomic_save, export_weights, load_checkpoint, rng_state, set_rng_state
 from .data import PATCH_SETS, MixtureSampler, SampleConfig, TrainSet, collate, worker_init_fn
 from .groups import GroupBalancer, group_ious
@@ -276,9 +278,7 @@ def _train(args) -> dict:
                 "model_config": model_config_dict(model), "datasets": [a.describe() for a in adapters],
                 "data_weights": weights, "epoch_length": epoch_len,
                 "data_images": dataset.sizes(), "torch": torch.__version__}
-        tmp = out / ".config.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, default=str))
-        os.replace(tmp, out / "config.json")
+        atomic_write_text(out / "config.json", json.dumps(meta, indent=2, default=str))
     logger = Logger(out, rank == 0, resume=resume_path is not None)
     held = None
     if rank == 0 and args.eval_every and args.eval_data:

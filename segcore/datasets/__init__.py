@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 from .base import Dataset, DatasetError, ImageEntry, ItemError, ObjectEntry, Sample
+from ..atomic import atomic_write_text
 from .coco import CocoDataset, ObjaScaleDataset, segmentation_to_rle
 from ..hdf5 import write_flip_hdf5
 from ..hub import sha256
@@ -156,11 +157,8 @@ def _save_cache(cache: dict) -> None:
         return
     path = _digest_cache_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         keep = {k: v for k, v in cache.items() if os.path.exists(k)}  # forget files that are gone
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(keep))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(keep))
     except OSError:  # a cache that cannot be written only costs time
         pass
 
@@ -296,19 +294,10 @@ def prompts_of(dataset: Dataset, entry: ImageEntry, objects) -> tuple[np.ndarray
     An object is unusable when its mask is missing, of another size, empty, or gives no prompt. Raises ItemError or
     ValueError when the image or its masks cannot be read at all (the caller counts those objects)."""
     from ..image import check_image
-    from ..prompt import Prompt, PromptError
+    from ..prompt import prompts_from_masks
 
     image = check_image(dataset.load_image(entry), f"image {entry.image_id}")
-    masks = dataset.load_masks(entry, [o.object_id for o in objects])
-    prompts, gts, unusable = [], [], 0
-    for o in objects:
-        m = masks.get(o.object_id)
-        if not isinstance(m, np.ndarray) or m.shape != image.shape[:2] or not m.any():
-            unusable += 1
-            continue
-        try:
-            prompts.append(Prompt.from_mask(m, image_id=entry.image_id, object_id=o.object_id))
-            gts.append(m)
-        except PromptError:
-            unusable += 1
-    return image, prompts, gts, unusable
+    ids = [o.object_id for o in objects]
+    made = prompts_from_masks(dataset.load_masks(entry, ids), ids, image.shape, entry.image_id)
+    ok = [p for p in made if p.prompt is not None]
+    return image, [p.prompt for p in ok], [p.mask for p in ok], len(made) - len(ok)
