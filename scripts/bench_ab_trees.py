@@ -3,7 +3,7 @@
     python scripts/bench_ab_trees.py --a /work/main --b . --data /work/data/objascale-mini --threads 1 2
 
 Each checkout runs in its own worker process (PYTHONPATH and cwd = that checkout, its own compiled extension), with
-the authors' FLIP-Tiny (flip-tiny-fused.onnx from FLIP_REFERENCE_DIR) and the default backend. The parent sends both
+the authors' FLIP-Tiny (flip-tiny-fused.onnx through FLIP_REFERENCE_DIR, tests/reference.py) and the default backend. The parent sends both
 workers the same object in turn (AB, then BA for the next repeat and object) and keeps each side's fastest of
 --repeats per object; it prints, per mode and thread count, the median times and the median of the per-object ratios
 B/A (< 1: B is faster) and whether the masks are identical. For a refactor that must not cost speed: a figure
@@ -38,7 +38,9 @@ def worker(args) -> None:
     from segcore.datasets import open_dataset
     from segcore.prompt import Prompt
 
-    ref = Path(os.environ["FLIP_REFERENCE_DIR"]) / "flip-tiny-fused.onnx"
+    from _reference import reference  # (tests/reference.py: the one FLIP_REFERENCE_DIR setting)
+
+    ref = reference.require(reference.onnx_path(), "the authors' FLIP-Tiny ONNX")
     model = flip.pretrained("flip-tiny", path=ref)
     ds = open_dataset(args.data)
     items = []

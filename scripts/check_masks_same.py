@@ -1,17 +1,16 @@
 """Masks of the project's FLIP on fixed objects, per backend, saved or compared bit for bit (a refactor must not move a pixel).
 
-    FLIP_REFERENCE_DIR=../shared/reference python scripts/check_masks_same.py --save /tmp/before.npz   # on the old code
-    FLIP_REFERENCE_DIR=../shared/reference python scripts/check_masks_same.py --compare /tmp/before.npz  # on the new code
+    python scripts/check_masks_same.py --save /tmp/before.npz      # on the old code
+    python scripts/check_masks_same.py --compare /tmp/before.npz   # on the new code
 
 Objects: the first --limit objects of ObjaScale mini and of the skimage set, both modes, backends onnxruntime and torch,
-with the authors' FLIP-Tiny (flip-tiny-fused.onnx from FLIP_REFERENCE_DIR) and the project's weights (flip-tiny.project).
+with the authors' FLIP-Tiny (flip-tiny-fused.onnx through FLIP_REFERENCE_DIR, tests/reference.py; skipped without it) and the project's weights (flip-tiny.project).
 Prints per (weights, backend, mode) how many masks differ and the largest pixel difference; exit 1 on any difference.
 """
 from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import sys
 from pathlib import Path
 
@@ -32,9 +31,11 @@ def predictor(model, mode: str, backend: str):
 def models():
     import flip
 
-    ref = Path(os.environ.get("FLIP_REFERENCE_DIR", "../shared/reference")) / "flip-tiny-fused.onnx"
+    from _reference import reference  # (tests/reference.py: the one FLIP_REFERENCE_DIR setting)
+
+    ref = reference.onnx_path()
     out = {}
-    if ref.is_file():
+    if ref is not None and ref.is_file():
         out["authors"] = flip.pretrained("flip-tiny", path=ref)
     out["project"] = flip.pretrained("flip-tiny.project")
     return out
