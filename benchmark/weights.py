@@ -15,9 +15,9 @@ from segcore import hub, registry
 
 def entries(names: list[str]) -> list[registry.ModelEntry]:
     """Registry entries for CLI names (untagged: every tag of the model; none: every model with files)."""
-    from .models import available
+    from .models import names as model_names
 
-    available()  # imports the model families so that their entries exist
+    model_names()  # imports the model families so that their entries exist
     out: list[registry.ModelEntry] = []
     for name in names or registry.list_models(with_tags=False):
         model, tag = registry.split_name(name.strip().lower())
@@ -25,7 +25,7 @@ def entries(names: list[str]) -> list[registry.ModelEntry]:
             out.append(registry.get(name))
             continue
         registry.get(model)  # unknown names fail here with the list of known ones
-        out.extend(registry.get(f"{model}.{t}" if t else model) for t in registry._ORDER[model])
+        out.extend(registry.get(f"{model}.{t}" if t else model) for t in registry.tags(model))
     seen, unique = set(), []
     for e in out:
         if e.name not in seen and e.file_sets():

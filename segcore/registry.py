@@ -113,6 +113,11 @@ def entries() -> list[ModelEntry]:
     return list(_ENTRIES.values())
 
 
+def tags(model: str) -> list[str]:
+    """The weights tags of one model, in registration order (the order an untagged name tries them)."""
+    return list(_ORDER.get(model, ()))
+
+
 def list_models(with_tags: bool = True) -> list[str]:
     return sorted(_ENTRIES) if with_tags else sorted(_ORDER)
 
