@@ -12,6 +12,7 @@ from __future__ import annotations
 from segcore import registry
 
 from . import sam, mobilesam, efficientsam, fastsam  # noqa: F401, I001  (each registers its models, in the paper's order)
+from . import sam2, hqsam, slimsam  # noqa: F401, I001  (past the paper, issue 20)
 from .weights import RANDOM, WeightsError, weights_dir  # noqa: F401
 
 from .common import FAMILY
@@ -22,7 +23,12 @@ def names() -> list[str]:
     return [e.model for e in registry.entries() if e.extra.get("family") == FAMILY]
 
 
-PAPER_PARAMETERS = {n: registry.get(n).paper_parameters for n in names()}
+PAPER_NAMES = tuple(n for n in names() if registry.get(n).extra.get("in_paper", True))
+# past the paper (issue 20); EfficientViT-SAM and EdgeSAM are left out: no package carries their authors' code
+NEWER_NAMES = tuple(n for n in names() if not registry.get(n).extra.get("in_paper", True))
+PAPER_PARAMETERS = {n: registry.get(n).paper_parameters for n in PAPER_NAMES}
+# published parameter counts of the newer models (None: none published; SlimSAM-77's is its encoder's)
+PUBLISHED_PARAMETERS = {n: registry.get(n).paper_parameters for n in NEWER_NAMES}
 
 
 def create(name: str, weights=None, device=None, seed: int = 0, **kwargs):

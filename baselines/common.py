@@ -30,12 +30,15 @@ class BaselineSegmenter:
     num_parameters: int = 0
     weights_id: str = ""
     backend: str = "torch"
+    # which of the decoder's masks a box keeps; peers differ, so it is recorded (records' `mode` column)
+    mask_rule: str = ""
 
     def settings(self) -> dict:
-        """What ran, for run.json and the records: the backend and torch's version."""
+        """What ran, for run.json and the records: the backend, torch's version and the mask rule (as `mode`)."""
         import torch
 
-        return {"backend": self.backend, "torch_version": torch.__version__}
+        return {"backend": self.backend, "torch_version": torch.__version__,
+                **({"mode": self.mask_rule} if self.mask_rule else {})}
 
     def __init__(self, device=None):
         self.device = default_device(device)
@@ -66,9 +69,26 @@ class BaselineSegmenter:
 FAMILY = "baselines"  # registry entries' extra["family"]: the registry is the one list of baseline names
 
 
-def register_baseline(model: str, create_fn, files, description: str, paper_parameters: float) -> None:
+class LogitsSegmenter(BaselineSegmenter):
+    """Adapters whose official predictor gives full-resolution mask logits: `predict_logits` returns them (one
+    float32 H×W array per box, the kept mask only) and `predict` thresholds them at the predictor's threshold."""
+
+    mask_threshold: float = 0.0
+
+    def predict_logits(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def predict(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+        logits = self.predict_logits(prompts)
+        with self.timer("postprocess"):
+            return [lg > self.mask_threshold for lg in logits]
+
+
+def register_baseline(model: str, create_fn, files, description: str, paper_parameters: float,
+                      in_paper: bool = True, **extra) -> None:
     """One registry entry (`<model>.official`) whose builder resolves the weights (downloads only when the caller
-    passes download=True) and seeds the random init without touching global RNG."""
+    passes download=True) and seeds the random init without touching global RNG. in_paper=False marks the models
+    past the paper; extra (e.g. mask_rule) goes to the entry's extra."""
     from segcore import hub, registry
 
     def builder(entry, weights=None, device=None, seed: int = 0, download: bool | None = None,
@@ -86,4 +106,5 @@ def register_baseline(model: str, create_fn, files, description: str, paper_para
         return seg
 
     registry.register(registry.ModelEntry(model, "official", builder, weights=tuple(files), description=description,
-                                          paper_parameters=paper_parameters, extra={"family": FAMILY}))
+                                          paper_parameters=paper_parameters,
+                                          extra={"family": FAMILY, "in_paper": in_paper, **extra}))
