@@ -49,6 +49,7 @@ $(STAMP)-objascale: $(STAMP)-core
 	@touch $@
 
 $(STAMP)-baselines: $(STAMP)-core
+	SAM2_BUILD_CUDA=0 $(PIP) install --no-build-isolation --no-deps "sam2==1.1.0"  # sdist; its deps come with the extra
 	$(PIP) install -e ".[dev,baselines]" "numpy<2"
 	@touch $@
 

@@ -109,6 +109,7 @@ def select_best_mask(masks, iou):
 
 
 class EfficientSamSegmenter(BaselineSegmenter):
+    mask_rule = "score-argmax"  # of the three multimask outputs, the highest predicted IoU
     def __init__(self, name: str, weights=None, device=None, batch: int = 16):
         super().__init__(device)
         self.name = name
@@ -154,4 +155,5 @@ def create_efficientsam(name: str, weights=None, device=None, **kwargs) -> Effic
 
 for _name, _params in (("efficientsam-t", 10.22e6), ("efficientsam-s", 26.41e6)):
     register_baseline(_name, create_efficientsam, [EFFICIENTSAM_WEIGHTS[_name]],
-                      f"EfficientSAM-{_name[-1].upper()} (the project's port of the official model), box prompt", _params)
+                      f"EfficientSAM-{_name[-1].upper()} (the project's port of the official model), box prompt", _params,
+                      mask_rule=EfficientSamSegmenter.mask_rule)

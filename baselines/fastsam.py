@@ -133,6 +133,7 @@ def box_iou_scores(masks, mask_areas, box_xyxy: np.ndarray):
 
 
 class FastSamSegmenter(BaselineSegmenter):
+    mask_rule = "box-iou-argmax"  # the all-instance candidate with the highest IoU with the box
     def __init__(self, name: str, weights=None, device=None, **predict_kwargs):
         super().__init__(device)
         self.name = name
@@ -196,4 +197,5 @@ def create_fastsam(name: str, weights=None, device=None, **kwargs) -> FastSamSeg
 
 for _name, _params in (("fastsam-s", 11.8e6), ("fastsam-x", 72.2e6)):
     register_baseline(_name, create_fastsam, [FASTSAM_WEIGHTS[_name]],
-                      f"FastSAM-{_name[-1]} (YOLOv8-seg, ultralytics), all-instance masks picked by box IoU", _params)
+                      f"FastSAM-{_name[-1]} (YOLOv8-seg, ultralytics), all-instance masks picked by box IoU", _params,
+                      mask_rule=FastSamSegmenter.mask_rule)

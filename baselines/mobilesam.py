@@ -26,4 +26,4 @@ def create_mobilesam(name: str = "mobilesam", weights=None, device=None, **kwarg
 
 
 register_baseline("mobilesam", create_mobilesam, [MOBILESAM_WEIGHTS], "MobileSAM (TinyViT encoder + SAM decoder), box prompt",
-                  10.13e6)
+                  10.13e6, mask_rule=SamFamilySegmenter.mask_rule)

@@ -31,6 +31,8 @@ SAM_BUILDERS = {"sam-b": "build_sam_vit_b", "sam-l": "build_sam_vit_l", "sam-h":
 class SamFamilySegmenter(BaselineSegmenter):
     """Shared by SAM and MobileSAM: both packages expose the same Sam module and SamPredictor."""
 
+    mask_rule = "single-mask"  # multimask_output=False
+
     def __init__(self, name: str, sam, predictor_cls, wid: str, device=None, batch: int = 16):
         super().__init__(device)
         self.name = name
@@ -104,4 +106,4 @@ def create_sam(name: str, weights=None, device=None, **kwargs) -> SamFamilySegme
 
 for _name, _params in (("sam-b", 93.7e6), ("sam-l", 312.3e6), ("sam-h", 641.1e6)):
     register_baseline(_name, create_sam, [SAM_WEIGHTS[_name]], f"SAM ViT-{_name[-1].upper()} (segment-anything), box prompt",
-                      _params)
+                      _params, mask_rule=SamFamilySegmenter.mask_rule)

@@ -212,7 +212,8 @@ def print_models() -> int:
         e = registry.get(name)
         here = e.local_files()
         state = "no files needed" if here == [] else ("weights here" if here else "weights missing")
-        print(f"{name:34s} {state:16s} {e.description}")
+        rule = (e.extra or {}).get("mask_rule")
+        print(f"{name:34s} {state:16s} {e.description}" + (f"; mask rule {rule}" if rule else ""))
     return 0
 
 

@@ -251,3 +251,50 @@ def tradeoff_plot(points: list[dict], xkey: str, xlabel: str, out_base: Path, xe
     paths = _save(fig, out_base)
     plt.close(fig)
     return paths
+
+
+def break_even(encoder_ms: float, decoder_ms: float, flip_ms: float) -> float:
+    """Objects per image at which encoder + n·decoder = n·FLIP: encoder / (FLIP − decoder); inf when the
+    baseline's decoder alone costs at least FLIP's time per object (FLIP is then cheaper at every count)."""
+    return encoder_ms / (flip_ms - decoder_ms) if flip_ms > decoder_ms else float("inf")
+
+
+def breakeven_plot(rows: list[dict], flips: dict[str, float], out_base: Path, max_objects: int = 100,
+                   title: str = "") -> list[Path]:
+    """Time per image against objects per image, log-log: one line per baseline (encoder + n·decoder) and one per
+    FLIP mode (n·time per object; dashed, black / grey). A dot marks where a baseline crosses the first FLIP line
+    (its break-even count, also in its legend label). rows: [{label, encoder_ms, decoder_ms}]; flips: {label: ms
+    per object}."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.4, 4.6))
+    n = np.geomspace(1, max_objects, 200)
+    cmap = plt.get_cmap("tab20")
+    ref = next(iter(flips.values()), None)
+    for i, r in enumerate(sorted(rows, key=lambda r: r["encoder_ms"])):
+        c = cmap(i % 20)
+        label = r["label"]
+        if ref is not None:
+            k = break_even(r["encoder_ms"], r["decoder_ms"], ref)
+            label += f"  (n* = {k:.0f})" if np.isfinite(k) else "  (n* = never)"
+            if np.isfinite(k) and 1 <= k <= max_objects:
+                ax.plot([k], [k * ref / 1e3], "o", color=c, ms=4, zorder=3)
+        ax.plot(n, (r["encoder_ms"] + n * r["decoder_ms"]) / 1e3, color=c, lw=1.2,
+                ls="-" if i < 10 else (0, (4, 1.5)), label=label)
+    for (label, ms), c in zip(flips.items(), ("black", "0.45")):
+        ax.plot(n, n * ms / 1e3, color=c, lw=2.2, ls="--", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1, max_objects)
+    ax.set_xticks([1, 2, 5, 10, 20, 50, 100], ["1", "2", "5", "10", "20", "50", "100"])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlabel("objects per image", fontsize=9)
+    ax.set_ylabel("time per image (s)", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, which="both", alpha=0.25)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              title=f"n* = break-even vs {next(iter(flips), 'FLIP')}" if flips else None, title_fontsize=7)
+    paths = _save(fig, out_base)
+    plt.close(fig)
+    return paths

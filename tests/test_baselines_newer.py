@@ -46,7 +46,7 @@ def test_newer_models_are_registered_as_official_and_marked_not_in_the_paper():
         assert e.name == f"{name}.official" and e.extra["in_paper"] is False and e.extra["mask_rule"]
         assert "not in the paper" in e.description
     for name in baselines.PAPER_NAMES:
-        assert registry.get(name).extra["in_paper"] is True
+        assert registry.get(name).extra["in_paper"] is True and registry.get(name).extra["mask_rule"]
 
 
 @pytest.mark.parametrize("name", SAM2 + HQ + SLIM)
