@@ -264,7 +264,7 @@ def breakeven_plot(rows: list[dict], flips: dict[str, float], out_base: Path, ma
     """Time per image against objects per image, log-log: one line per baseline (encoder + n·decoder) and one per
     FLIP mode (n·time per object; dashed, black / grey). A dot marks where a baseline crosses the first FLIP line
     (its break-even count, also in its legend label). rows: [{label, encoder_ms, decoder_ms}]; flips: {label: ms
-    per object}."""
+    per object}, up to four (dashed, then dotted)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.4, 4.6))
     n = np.geomspace(1, max_objects, 200)
@@ -280,8 +280,8 @@ def breakeven_plot(rows: list[dict], flips: dict[str, float], out_base: Path, ma
                 ax.plot([k], [k * ref / 1e3], "o", color=c, ms=4, zorder=3)
         ax.plot(n, (r["encoder_ms"] + n * r["decoder_ms"]) / 1e3, color=c, lw=1.2,
                 ls="-" if i < 10 else (0, (4, 1.5)), label=label)
-    for (label, ms), c in zip(flips.items(), ("black", "0.45")):
-        ax.plot(n, n * ms / 1e3, color=c, lw=2.2, ls="--", label=label)
+    for (label, ms), (c, ls) in zip(flips.items(), (("black", "--"), ("0.45", "--"), ("black", ":"), ("0.45", ":"))):
+        ax.plot(n, n * ms / 1e3, color=c, lw=2.2, ls=ls, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(1, max_objects)

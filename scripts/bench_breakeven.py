@@ -35,9 +35,11 @@ from flip.runtime import apply_wait_policy
 apply_wait_policy()  # before torch loads
 import numpy as np  # noqa: E402
 
-from bench_baselines import synthetic_scene  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from bench_baselines import small_objects, synthetic_scene  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 FLIPS = ("flip-tiny", "flip-tiny-h")  # untagged: the authors' weights when on this machine, else the first tag
+SMALL = "@small"  # FLIP on the small-object scene (discs of 0.05-1 % of the image): FLIP's cost grows with size
+ALL_FLIPS = FLIPS + tuple(f + SMALL for f in FLIPS)
 # untimed encoder pass only for the small encoders; the others take minutes per pass on 2 shared cores, where
 # first-call costs are a small part
 WARM = {"mobilesam", "efficientsam-t", "fastsam-s", "light-hqsam", "slimsam-77", "sam21-t", "sam21-s"}
@@ -62,8 +64,8 @@ def build(name: str, seed: int):
     import baselines  # noqa: F401  (registers the baselines)
     import flip  # noqa: F401
 
-    if name in FLIPS:
-        return registry.create(name, device="cpu", seed=seed), "flip"
+    if name.removesuffix(SMALL) in FLIPS:
+        return registry.create(name.removesuffix(SMALL), device="cpu", seed=seed), "flip"
     return registry.create(name, weights="random", device="cpu", seed=seed), "baseline"
 
 
@@ -80,7 +82,7 @@ def measure(seg, kind: str, name: str, image, prompts) -> tuple[float, float]:
     return 1e3 * (t1 - t0), 1e3 * (t3 - t2) / len(prompts)
 
 
-def summarise(raw: list[dict], flips=FLIPS) -> list[dict]:
+def summarise(raw: list[dict], flips=ALL_FLIPS) -> list[dict]:
     """Median encoder / decoder ms per (model, threads) over rounds, and each baseline's break-even count."""
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in raw:
@@ -110,7 +112,7 @@ def fmt_n(v) -> str:
     return "never (FLIP cheaper at every count)" if v == float("inf") else f"{v:.1f}"
 
 
-def table(summary: list[dict], flips=FLIPS) -> str:
+def table(summary: list[dict], flips=ALL_FLIPS) -> str:
     lines = []
     for t in sorted({s["threads"] for s in summary}):
         rows = [s for s in summary if s["threads"] == t]
@@ -130,15 +132,17 @@ def table(summary: list[dict], flips=FLIPS) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(summary: list[dict], out: Path, flips=FLIPS) -> list[Path]:
+def plots(summary: list[dict], out: Path) -> list[Path]:
     from benchmark.plots import breakeven_plot
 
     paths = []
     for t in sorted({s["threads"] for s in summary}):
         rows = [{"label": s["model"], "encoder_ms": s["encoder_ms"], "decoder_ms": s["decoder_ms"]}
                 for s in summary if s["threads"] == t and s["kind"] == "baseline"]
-        fl = {f"{s['model']} (per object)": s for s in sorted(summary, key=lambda s: s["model"] != "flip-tiny-h")
-              if s["threads"] == t and s["kind"] == "flip"}  # hierarchical first: the crossing markers use it
+        order = ("flip-tiny-h", "flip-tiny", "flip-tiny-h" + SMALL, "flip-tiny" + SMALL)  # the markers use the first
+        fl = {f"{s['model']} (per object)": s for s in sorted(summary, key=lambda s: order.index(s["model"])
+                                                            if s["model"] in order else 9)
+              if s["threads"] == t and s["kind"] == "flip"}
         if not rows:
             continue
         # FLIP's per-image preprocessing is added to its lines through its per-object slope at n = 1 only:
@@ -156,7 +160,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # cheapest first: on a loaded machine the run may be cut short, and the largest models matter least here
     order = sorted(baselines.NAMES, key=lambda n: registry.get(n).paper_parameters or 28e6)
-    ap.add_argument("--models", default=",".join(FLIPS + tuple(order)), help="comma-separated registry names")
+    ap.add_argument("--models", default=",".join(ALL_FLIPS + tuple(order)),
+                    help=f"comma-separated registry names; a FLIP name + '{SMALL}' runs on the small-object scene")
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median reported)")
     ap.add_argument("--objects", type=int, default=8, help="boxes per image for the decoder / FLIP per-object time")
@@ -176,6 +181,7 @@ def main(argv=None) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     threads = [int(t) for t in args.threads.split(",")]
     image, prompts = synthetic_scene(args.width, args.height, args.objects, args.seed)
+    small_image, small_prompts = small_objects(args.width, args.height, args.objects, args.seed + 1)
     meta = {**vars(args), "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "FLIP_SUITE_CACHE": os.environ.get("FLIP_SUITE_CACHE"),
             "loadavg_start": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -197,7 +203,8 @@ def main(argv=None) -> int:
                     torch.set_num_threads(t)
                     l0 = os.getloadavg()[0]
                     try:
-                        enc, dec = measure(seg, kind, name, image, prompts)
+                        enc, dec = measure(seg, kind, name, *((small_image, small_prompts) if name.endswith(SMALL)
+                                                              else (image, prompts)))
                     except Exception:
                         traceback.print_exc()
                         continue
