@@ -246,3 +246,14 @@ def test_list_models_shows_each_newer_model_with_its_source_and_whether_its_weig
         ln = lines[f"{name}.official"]
         assert source[name.split("-")[0]] in ln and "not in the paper" in ln and "mask rule" in ln
         assert ("weights here" if name == "sam21-t" else "weights missing") in ln
+
+
+def test_make_paper_has_a_row_for_each_newer_model_marked_not_in_the_paper():
+    from benchmark import paper
+
+    numbers = paper.load_numbers()
+    groups = {g.model: g for g in paper.plan_models(numbers)}
+    for name in baselines.NEWER_NAMES:
+        value, why = paper._paper_value(groups[name], "table1", None, numbers)
+        assert value is None and why.endswith("not in the paper"), (name, why)
+    assert paper._paper_value(groups["sam-b"], "table1", None, numbers)[0] is not None
