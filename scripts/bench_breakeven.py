@@ -10,7 +10,7 @@ weights for the baselines: timing only), then measured at each thread count (ord
 Medians over rounds. Per image: baseline(n) = encoder + n·decoder, FLIP(n) = preprocessing + n·per object;
 break-even n* = (encoder − FLIP preprocessing) / (FLIP per object − decoder), "never" when the decoder alone costs
 at least FLIP's per-object time. Rows are written after every measurement (atomic) and a rerun resumes.
-Thread policy as every entry point (flip/runtime.py): OMP_WAIT_POLICY=PASSIVE unless set. Load averages are
+Thread policy as every entry point (segcore/waitpolicy.py): OMP_WAIT_POLICY=PASSIVE unless set. Load averages are
 recorded with every row: the machine is shared.
 
     FLIP_SUITE_CACHE=<folder with flip/flip-tiny-fused.onnx> python scripts/bench_breakeven.py --rounds 2 \
@@ -30,7 +30,7 @@ import time
 import traceback
 from pathlib import Path
 
-from flip.runtime import apply_wait_policy
+from segcore.waitpolicy import apply_wait_policy  # noqa: I001
 
 apply_wait_policy()  # before torch loads
 import numpy as np  # noqa: E402
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # cheapest first: on a loaded machine the run may be cut short, and the largest models matter least here
-    order = sorted(baselines.NAMES, key=lambda n: registry.get(n).paper_parameters or 28e6)
+    order = sorted(baselines.names(), key=lambda n: registry.get(n).paper_parameters or 28e6)
     ap.add_argument("--models", default=",".join(ALL_FLIPS + tuple(order)),
                     help=f"comma-separated registry names; a FLIP name + '{SMALL}' runs on the small-object scene")
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
