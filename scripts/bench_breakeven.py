@@ -223,8 +223,9 @@ def main(argv=None) -> int:
 
     md = table(summary)
     atomic_write_text(out / "summary.md", md)
-    meta["loadavg_end"] = os.getloadavg()
-    atomic_write_text(out / "meta.json", json.dumps(meta, indent=1))
+    if not args.summarise_only:  # the run's own record; a re-summary leaves it alone
+        meta["loadavg_end"] = os.getloadavg()
+        atomic_write_text(out / "meta.json", json.dumps(meta, indent=1))
     for p in plots(summary, out):
         print("plot:", p)
     print(md)
