@@ -33,7 +33,7 @@ DEFAULTS = dict(model="flip-tiny", data="data/objascale-mini", results="results"
                 device=None, threads=None, warmup=2, seed=0, limit=None, min_area=None, max_area=None, shard="0/1",
                 run=None, boundary=True, retry_failed=False, report=True, executor="local", shards=1,
                 slurm_partition=None, slurm_timeout_min=240, slurm_cpus=4, slurm_gpus=0, flush_every=200,
-                progress=True, latest=True, download=None)
+                progress=True, latest=True, download=None, prompt="oracle", prompts=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
       help="fetch the model's missing weights into the cache first (published sha256 checked, else trusted on first use "
       "and locked); same as DOWNLOAD=1 for make bench, or make weights MODEL=...")
     a("--list-models", action="store_true", help="list every registered model with its tags, weights and local availability")
+    a("--prompt", metavar="PROTOCOL",
+      help="how prompts are made (docs/prompts.md): oracle (default: the mask's tight box and Gaussian), "
+      "box-jitter[:σ,cap] (SAM's box noise, default 0.1,20), gaussian-jitter[:level,cap] (the same noise on the "
+      "Gaussian), detections=FILE (COCO results json; misses counted). Recorded in every record and run.json")
+    a("--prompts", metavar="FILE", help="replay a saved prompt set: a run's prompts.csv (or its run folder); every "
+      "run writes the prompts it used there")
     a("--mode", choices=["5sigma", "hierarchical"], help="FLIP inference mode (default 5sigma)")
     a("--backend", choices=BACKENDS, help="execution backend: auto (each model's fastest: onnxruntime for FLIP on the CPU), "
       "onnxruntime or torch; the one that ran is in every record and run.json (default auto)")
@@ -94,6 +100,7 @@ def load_config_file(path: str) -> dict:
 def resolve(args: argparse.Namespace) -> dict:
     """defaults < config file < command line."""
     from segcore.datasets import dataset_fingerprint, split_specs
+    from segcore.prompt_protocols import ORACLE, ProtocolError, parse_protocol
 
     from .runner import ConfigError
 
@@ -123,11 +130,23 @@ def resolve(args: argparse.Namespace) -> dict:
         raise ConfigError("--limit 0 selects no object; leave it out to run every object")
     if opts["min_area"] is not None and opts["max_area"] is not None and opts["min_area"] > opts["max_area"]:
         raise ConfigError("--min-area is larger than --max-area")
+    try:
+        spec = parse_protocol(opts["prompt"])
+    except ProtocolError as e:
+        raise ConfigError(str(e)) from None
+    opts["prompt"] = str(spec)
+    if opts["prompts"] and spec.kind != ORACLE:
+        raise ConfigError("give --prompt or --prompts (a saved set carries its own protocol), not both")
     opts["dataset_fingerprints"] = {d: dataset_fingerprint(d) for d in opts["data"]}
     if not opts["run"]:
         fp = hashlib.sha256("".join(opts["dataset_fingerprints"][d] for d in opts["data"]).encode()).hexdigest()[:8]
         ds = "+".join(re.sub(r"[^A-Za-z0-9_.-]+", "-", _short_name(d)) for d in opts["data"])
-        opts["run"] = "+".join(opts["model"]) + "_" + ds + (f"_limit{opts['limit']}" if opts["limit"] else "") + "_" + fp
+        if opts["prompts"]:
+            tag = "_replay-" + hashlib.sha256(str(Path(opts["prompts"]).resolve()).encode()).hexdigest()[:8]
+        else:
+            tag = "" if spec.kind == ORACLE else "_" + spec.slug()
+        opts["run"] = ("+".join(opts["model"]) + "_" + ds + (f"_limit{opts['limit']}" if opts["limit"] else "") + tag
+                       + "_" + fp)
     return opts
 
 
@@ -150,7 +169,7 @@ def to_run_config(opts: dict, config_file=None, shard=None):
         warmup=int(opts["warmup"]), seed=int(opts["seed"]), limit=opts["limit"], min_area_ratio=opts["min_area"],
         max_area_ratio=opts["max_area"], shard=shard or opts["shard"], boundary=bool(opts["boundary"]),
         retry_failed=bool(opts["retry_failed"]), flush_every=int(opts["flush_every"]), progress=bool(opts["progress"]),
-        config_file=config_file,
+        config_file=config_file, prompt=opts["prompt"], prompts_file=opts["prompts"],
         extra={"executor": opts["executor"], "command_line": " ".join(sys.argv), "download": opts["download"],
                "dataset_fingerprints": opts["dataset_fingerprints"]},
     )

@@ -28,6 +28,7 @@ from . import plots, stats, tables
 from .machine import code_version
 from .models import iou_is_meaningful
 from segcore.atomic import atomic_write_text
+from segcore.prompt_protocols import ProtocolError, merge_prompt_set, parse_protocol
 from segcore.records import SCHEMA_VERSION, merge as merge_records, read_frame, record_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,6 +184,7 @@ def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | N
         raise FileNotFoundError(f"{run_dir}: no records (records.csv or records/part-*.csv)")
     if merge:
         merge_records(run_dir)
+        merge_prompt_set(run_dir)
     meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     invs = invocations(meta) if meta else []
     if seed is None:
@@ -193,9 +195,16 @@ def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | N
     if order:  # the run's model order, not the merged file's alphabetical one
         df = df.assign(_o=df["model"].map(lambda m: order.get(m, len(order)))).sort_values("_o", kind="stable").drop(columns="_o")
 
+    prompts = prompt_description(df, meta)
     head = stats.headline(df, seed, baseline)
+    if head is not None:
+        head["prompts"] = prompts
     made = [tables.table1(df), tables.table3(df), tables.size_table(df), stats.ci_table(df, seed),
             stats.paired_table(df, seed), tables.status_table(df), counters_table(run_dir)]
+    if (df["status"] == "miss").any() or tables.protocols(df)[0].startswith("detections"):
+        made.insert(2, stats.miss_table(df, seed))
+    for t in made[:-2]:  # every table of IoU or objects says which prompts produced it
+        t.caption += f" (prompts: {tables.protocols(df)[0]})"
     for t in made:
         _write(run_dir / f"{t.name}.md", t.to_markdown())
         _write(run_dir / f"{t.name}.csv", t.to_csv())
@@ -283,10 +292,26 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f} %"
 
 
+def prompt_description(df, meta: dict) -> str:
+    """The one prompt protocol of the records, described; records of several protocols are an error (their
+    numbers must never be averaged together)."""
+    found = tables.protocols(df)
+    if len(found) > 1:
+        raise ValueError(f"the records hold several prompt protocols {found}: runs with different prompts are never "
+                         "averaged together; report them from separate run folders")
+    info = meta.get("prompts") if isinstance(meta.get("prompts"), dict) else {}
+    if info.get("replayed_from"):
+        return f"{found[0]}, replayed from the saved prompt set {info['replayed_from']}"
+    try:
+        return parse_protocol(found[0]).describe()
+    except ProtocolError:
+        return found[0]
+
+
 def headline_sentence(head: dict | None) -> str:
     if head is None:
         return "No model in this run has a meaningful IoU (random weights or no model): nothing to rank."
-    s = f"{head['best']} has the highest mean IoU, {head['best_iou']:.2f} % over {head['n']} objects"
+    s = (f"Prompts: {head['prompts']}. " if head.get("prompts") else "") + f"{head['best']} has the highest mean IoU, {head['best_iou']:.2f} % over {head['n']} objects"
     p = head.get("paired")
     if head.get("baseline") is None:
         return s + "; it is the only model with a meaningful IoU, so there is no baseline to compare with."

@@ -8,12 +8,13 @@ import re
 import time
 import sys
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from segcore.prompt import EMPTY_MASK, prompts_from_masks
+from segcore.prompt import EMPTY_MASK, PromptError, box_from_mask, prompts_from_masks
+from segcore import prompt_protocols as pp
 
 from . import models as model_registry
 from segcore.datasets import Dataset, DatasetError, ItemError, Selection, open_dataset, select_counted
@@ -21,7 +22,7 @@ from .machine import code_version, machine_info
 from .timing import MODEL_PHASES, amortised, object_phases, tokens_of
 from segcore.metrics import object_metrics
 from segcore.atomic import atomic_write_text
-from segcore.records import SETTINGS_COLUMNS, STATUS_FAILED, STATUS_OK, RecordWriter, key_of, make_row, read_rows
+from segcore.records import SETTINGS_COLUMNS, STATUS_FAILED, STATUS_MISS, STATUS_OK, RecordWriter, key_of, make_row, read_rows
 
 log = logging.getLogger("benchmark")
 
@@ -51,6 +52,8 @@ class RunConfig:
     flush_every: int = 200
     progress: bool = True
     config_file: str | None = None
+    prompt: str = "oracle"  # prompt protocol (segcore.prompt_protocols): oracle, box-jitter:σ,cap, ...
+    prompts_file: str | None = None  # replay a saved prompt set (a prompts.csv or a run folder) instead
     extra: dict = field(default_factory=dict)
 
     def selection(self) -> Selection:
@@ -58,8 +61,8 @@ class RunConfig:
 
 
 # Where each object of each dataset file ends up, per model: exactly one of these. Their sum is objects_in_files.
-OUTCOMES = ("ok", "failed", "empty_masks_skipped", "area_filtered", "crowd_skipped", "image_not_in_file",
-            "other_split", "not_sampled", "other_shard", "already_done")
+OUTCOMES = ("ok", "failed", "missed", "empty_masks_skipped", "area_filtered", "crowd_skipped", "image_not_in_file",
+            "other_split", "not_sampled", "other_shard", "not_in_prompt_set", "already_done")
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Counters:
     objects_in_files: int = 0  # annotations in the dataset files × models: what the outcomes below add up to
     ok: int = 0
     failed: int = 0
+    missed: int = 0  # detections protocol: no detection matched the object (recorded with status miss)
     empty_masks_skipped: int = 0  # mask decoded with no pixel
     area_filtered: int = 0  # mask outside --min-area/--max-area
     crowd_skipped: int = 0  # COCO iscrowd annotations (regions, not objects)
@@ -74,6 +78,7 @@ class Counters:
     other_split: int = 0  # ObjaScale image of another split
     not_sampled: int = 0  # left out by --limit
     other_shard: int = 0  # in another shard's images
+    not_in_prompt_set: int = 0  # --prompts replay: the saved set has no prompt for the object
     already_done: int = 0  # record from an earlier invocation (resume)
     failures: list = field(default_factory=list)
     failure_kinds: dict = field(default_factory=dict)  # "image" / "mask" / "predict" ... -> count
@@ -165,6 +170,10 @@ class Runner:
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ConfigError(f"two datasets share a name {names}; name them with NAME=PATH")
+        self.protocol, self.prompt_set = self._prompt_source()
+        self.protocol_name = self.prompt_set.protocol if self.prompt_set else str(self.protocol)
+        self._matched: dict = {}  # (dataset, image id) -> {object id: PromptRow} (detections: matched once per image)
+        self._prompt_writer = None
         self.models = []
         self.resolutions: dict[str, dict] = {}  # model label -> which weights its name meant here, and why
         for spec in cfg.models:
@@ -196,6 +205,36 @@ class Runner:
         """One line per model: `name → resolved entry (why)`, printed by the CLI before the run."""
         return [r["line"] for r in self.resolutions.values()]
 
+    def _prompt_source(self):
+        """The prompt protocol, or the saved prompt set to replay: configuration errors here, before any work."""
+        cfg = self.cfg
+        try:
+            if cfg.prompts_file:
+                if pp.parse_protocol(cfg.prompt).kind != pp.ORACLE:
+                    raise ConfigError("give --prompt or --prompts (a saved set carries its own protocol), not both")
+                return None, pp.PromptSet(cfg.prompts_file)
+            spec = pp.parse_protocol(cfg.prompt)
+            dets = None
+            if spec.kind == pp.DETECTIONS:
+                ids = {e.image_id for d in self.datasets for e in d.index()}
+                dets = pp.load_detections(spec.path, ids)
+                if dets.skipped:
+                    log.warning("detections %s: %s", spec.path, dets.summary())
+            return pp.PromptProtocol(spec, cfg.seed, dets), None
+        except pp.ProtocolError as e:
+            raise ConfigError(str(e)) from None
+
+    def prompt_info(self) -> dict:
+        """What run.json says about the prompts: protocol, description, replayed file, detection counts."""
+        d = {"protocol": self.protocol_name}
+        if self.prompt_set is not None:
+            d.update(replayed_from=self.prompt_set.path, sha256=self.prompt_set.sha256(), prompts=len(self.prompt_set))
+        else:
+            d["description"] = self.protocol.spec.describe()
+            if self.protocol.detections is not None:
+                d["detections"] = self.protocol.detections.summary()
+        return d
+
     @staticmethod
     def label(model) -> str:
         """The name records carry: the model's full registry name (weights tag and mode included)."""
@@ -220,7 +259,7 @@ class Runner:
         sel = self.cfg.selection()
         done = {}  # key -> earlier status; failed records are redone with --retry-failed
         for r in read_rows(self.run_dir) if self.run_dir.exists() else []:
-            if not (self.cfg.retry_failed and r["status"] != STATUS_OK):
+            if not (self.cfg.retry_failed and r["status"] == STATUS_FAILED):
                 done[key_of(r)] = r["status"]
         selections = {}
         for ds in self.datasets:
@@ -256,6 +295,12 @@ class Runner:
             prev = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         except (OSError, ValueError) as e:
             raise ConfigError(f"{meta_path} is unreadable ({e}); choose another --run or delete the folder") from None
+        if prev:  # one protocol per run folder: runs with different prompts are never averaged together
+            old = (prev.get("prompts") or {}).get("protocol", pp.ORACLE) if isinstance(prev.get("prompts"), dict) else pp.ORACLE
+            if old != self.protocol_name:
+                raise ConfigError(f"run folder {self.run_dir} holds records made with prompts {old!r}, this run uses "
+                                  f"{self.protocol_name!r}; choose another --run (runs with different prompts are "
+                                  "never mixed)")
         old_fp = (prev.get("settings", {}).get("extra") or {}).get("dataset_fingerprints") or {}
         new_fp = (self.cfg.extra or {}).get("dataset_fingerprints") or {}
         changed = sorted(d for d in set(old_fp) & set(new_fp) if old_fp[d] != new_fp[d])
@@ -277,6 +322,7 @@ class Runner:
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         models = {self.label(m): self.describe_model(m) for m in self.models}
         invocation = {"started": now, "argv": list(self.cfg.extra.get("argv") or sys.argv), "settings": cfg,
+                      "prompts": self.prompt_info(),
                       "models": models, "torch_threads": threads, "machine": machine_info(),
                       "code_version": code_version(), "time_zone": time.strftime("%Z, UTC%z")}
         if self.cfg.config_file:
@@ -294,6 +340,7 @@ class Runner:
             "machine": invocation["machine"],
             "models": {**(prev.get("models") if isinstance(prev.get("models"), dict) else {}), **models},
             "datasets": [d.describe() for d in self.datasets],
+            "prompts": invocation["prompts"],
             "invocations": previous + [invocation],
         }
         _atomic_json(meta_path, meta)
@@ -347,7 +394,8 @@ class Runner:
 
         k, n = self.cfg.shard
         bar = tqdm(total=total, unit="obj", disable=not self.cfg.progress, dynamic_ncols=True, desc="benchmark")
-        with RecordWriter(self.run_dir, tag=f"s{k}of{n}", flush_every=self.cfg.flush_every) as writer:
+        with RecordWriter(self.run_dir, tag=f"s{k}of{n}", flush_every=self.cfg.flush_every) as writer, \
+                pp.PromptSetWriter(self.run_dir, tag=f"s{k}of{n}") as self._prompt_writer:
             for model, ds, entry, todo in work:
                 for row in self.run_image(model, ds, entry, todo):
                     writer.add(row)
@@ -361,7 +409,7 @@ class Runner:
 
     def _base(self, model, ds, entry, object_id, **kw) -> dict:
         return make_row(model=self.label(model), weights_id=str(model.weights_id), num_parameters=int(model.num_parameters),
-                        dataset=ds.name, image_id=entry.image_id, object_id=object_id,
+                        dataset=ds.name, image_id=entry.image_id, object_id=object_id, prompt=self.protocol_name,
                         shard=f"{self.cfg.shard[0]}/{self.cfg.shard[1]}", **kw)
 
     def _failed(self, model, ds, entry, object_id, reason: str, **kw) -> dict:
@@ -383,7 +431,7 @@ class Runner:
             return [self._failed(model, ds, entry, oid, f"image: {msg}") for oid in ids]
         h, w = image.shape[:2]
         sel = self.cfg.selection()
-        prompts, objs, gts = [], [], []
+        oracle, gts_of = {}, {}
         for op in prompts_from_masks(masks, ids, (h, w), entry.image_id):
             if op.reason == EMPTY_MASK:
                 self.counters.add("empty_masks_skipped", 1, self.where(model, ds))
@@ -394,9 +442,26 @@ class Runner:
             if not sel.area_ok(op.prompt.area / (h * w)):  # selection decided on the same pixel count; kept as a guard
                 self.counters.add("area_filtered", 1, self.where(model, ds))
                 continue
-            prompts.append(op.prompt)
-            objs.append(op.object_id)
-            gts.append(op.mask)
+            oracle[op.object_id] = op.prompt
+            gts_of[op.object_id] = op.mask
+        prompts, objs, gts = [], [], []
+        for oid, row in self.prompts_for(ds, entry, oracle).items():
+            m, area = gts_of[oid], oracle[oid].area
+            sizes = dict(width=w, height=h, area_px=area, area_ratio=area / (h * w))
+            if isinstance(row, str):  # the prompt could not be made or replayed
+                rows.append(self._failed(model, ds, entry, oid, f"prompt: {row}", **sizes))
+                continue
+            if row is None:
+                self.counters.add("not_in_prompt_set", 1, self.where(model, ds))
+                continue
+            if row.miss:
+                self.counters.add("missed", 1, self.where(model, ds))
+                rows.append(self._base(model, ds, entry, oid, status=STATUS_MISS, objects_in_image=len(oracle),
+                                       reason=f"no detection with box IoU ≥ {pp.MATCH_IOU:g}", **sizes))
+                continue
+            prompts.append(row.prompt)
+            objs.append(oid)
+            gts.append(m)
         t_data = time.perf_counter() - t0
         if not objs:
             return rows
@@ -441,6 +506,61 @@ class Runner:
                                    area_px=prompt.area, area_ratio=prompt.area / (h * w), time_object=t_obj,
                                    time_amortised=per_image, tokens=tokens, **self.settings_of(model), **common, **times))
         return rows
+
+    def prompts_for(self, ds, entry, oracle: dict) -> dict:
+        """{object id: PromptRow, None (replay: not in the set) or an error text} for the oracle prompts of one
+        image, in their order; every row used is added to the run's prompt set."""
+        if not oracle:
+            return {}
+        out = {}
+        if self.prompt_set is not None:
+            for oid, p in oracle.items():
+                try:
+                    row = self.prompt_set.get(ds.name, entry.image_id, oid)
+                except PromptError as e:
+                    out[oid] = str(e)
+                    continue
+                if row is not None and row.prompt is not None:
+                    if (row.prompt.width, row.prompt.height) != (p.width, p.height):
+                        out[oid] = (f"the saved prompt was made for a {row.prompt.width}x{row.prompt.height} image, "
+                                    f"this one is {p.width}x{p.height}")
+                        continue
+                    row = replace(row, prompt=replace(row.prompt, area=p.area))
+                out[oid] = row
+        elif self.protocol.spec.kind == pp.DETECTIONS:
+            key = (ds.name, entry.image_id)
+            cached = self._matched.get(key, {})
+            if not set(oracle) <= set(cached):
+                cached = self.protocol.image(ds.name, entry.image_id, oracle, self._gt_boxes(ds, entry, oracle))
+                self._matched[key] = cached
+            out = {oid: cached[oid] for oid in oracle}
+        else:
+            for oid, p in oracle.items():
+                try:
+                    out[oid] = self.protocol.one(ds.name, p)
+                except (PromptError, ValueError) as e:
+                    out[oid] = str(e)
+        if self._prompt_writer is not None:
+            self._prompt_writer.add(r for r in out.values() if isinstance(r, pp.PromptRow))
+        return out
+
+    @staticmethod
+    def _gt_boxes(ds, entry, oracle: dict) -> dict:
+        """Tight boxes of every object of the image (detections are matched against all of them, not only the
+        selected ones, so a match never depends on the selection)."""
+        boxes = {oid: p.box_xyxy for oid, p in oracle.items()}
+        rest = [o.object_id for o in entry.objects if o.object_id not in boxes]
+        if rest:
+            try:
+                masks = ds.load_masks(entry, rest)
+            except Exception as e:  # the selected objects still get matched among themselves
+                log.warning("image %s: masks of unselected objects unreadable for detection matching (%s)", entry.image_id, e)
+                masks = {}
+            for oid in rest:
+                m = masks.get(oid)
+                if isinstance(m, np.ndarray) and m.ndim == 2 and m.any():
+                    boxes[oid] = box_from_mask(m)
+        return boxes
 
     def _predict_all(self, model, prompts, after_set, wall_set, k):
         """[(mask, error, phases, tokens)] per prompt: one batched call, or one call per prompt if the batch fails

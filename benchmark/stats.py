@@ -92,6 +92,33 @@ def paired_table(df, seed: int = 0) -> Table:
     return t
 
 
+def miss_table(df, seed: int = 0) -> Table:
+    """Detections protocol: per model and dataset, how many objects no detection prompted, the mean IoU of the
+    prompted ones, and the mean with every miss scored IoU 0 (with its bootstrap 95 % interval)."""
+    rows = []
+    labels = short_labels(model_order(df))
+    for m, w in model_order(df):
+        if not iou_is_meaningful(w):
+            continue
+        for d in dict.fromkeys(df["dataset"]):
+            sub = df[(df["model"] == m) & (df["weights_id"] == w) & (df["dataset"] == d)]
+            found = valid_iou(sub)["iou"].to_numpy(float)
+            misses = int((sub["status"] == "miss").sum())
+            if not len(found) and not misses:
+                continue
+            both = np.concatenate([found, np.zeros(misses)])
+            lo, hi = bootstrap_mean_ci(both, _rng(seed, "misses", m, w, d))
+            rows.append([labels[(m, w)], d, str(len(both)), str(misses), f"{100 * misses / len(both):.1f} %",
+                         f"{100 * found.mean():.2f}" if len(found) else EMPTY, f"{100 * both.mean():.2f}",
+                         f"[{100 * lo:.2f}, {100 * hi:.2f}]"])
+    t = Table("misses", "Detector prompts: objects without a matching detection (misses) and mean IoU with misses as 0",
+              ["Model", "Dataset", "Objects", "Misses", "Miss rate", "Mean IoU (prompted)", "Mean IoU with misses",
+               "95 % CI (with misses)"], rows)
+    t.notes.append("A miss: no detection overlaps the object's tight box with IoU ≥ 0.5 (greedy by score). "
+                   "Failed objects are left out of both means.")
+    return t
+
+
 # ---- the headline: best model, its margin over a named baseline, and a model × object-subset grid ----
 
 SMALL_SAMPLE = 10  # fewer objects than this: the cell is flagged as unreliable

@@ -122,6 +122,13 @@ def valid_iou(df):
     return df[ok]
 
 
+def protocols(df) -> list[str]:
+    """The prompt protocols of the records (records before schema v3 carry none: oracle)."""
+    if "prompt" not in df.columns:
+        return ["oracle"]
+    return list(dict.fromkeys(str(p) if p else "oracle" for p in df["prompt"])) or ["oracle"]
+
+
 def model_order(df) -> list[tuple[str, str]]:
     """(model, weights_id) in order of first appearance, stable for golden tests."""
     seen = []
@@ -295,9 +302,11 @@ def status_table(df) -> Table:
     groups, datasets = _model_dataset_groups(df)
     rows = []
     for label, _w, d, sub in groups:
-        failed = sub[sub["status"] != "ok"]
+        failed = sub[sub["status"] == "failed"]
         top = failed["reason"].astype(str).str.split(":").str[0].value_counts().head(3)
         rows.append([label, d, str(int((sub["status"] == "ok").sum())), str(len(failed)),
-                     "; ".join(f"{k} ×{v}" for k, v in top.items()) or EMPTY])
-    t = Table("status", "Objects per model and dataset", ["Model", "Dataset", "OK", "Failed", "Main failure causes"], rows)
-    return _drop_columns(t, ["Dataset"]) if len(datasets) == 1 else t
+                     str(int((sub["status"] == "miss").sum())), "; ".join(f"{k} ×{v}" for k, v in top.items()) or EMPTY])
+    t = Table("status", "Objects per model and dataset",
+              ["Model", "Dataset", "OK", "Failed", "Missed (no detection)", "Main failure causes"], rows)
+    drop = (["Dataset"] if len(datasets) == 1 else []) + ([] if (df["status"] == "miss").any() else ["Missed (no detection)"])
+    return _drop_columns(t, drop) if drop else t

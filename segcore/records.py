@@ -15,8 +15,8 @@ from typing import Iterable
 
 from .atomic import atomic_path
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)  # v1 lacks the inference-settings columns, v1-2 the backend columns (read as empty)
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)  # v1 lacks the inference-settings columns, v1-2 the backend columns, v1-3 the prompt column (read as empty)
 PHASE_COLUMNS = ("t_data", "t_preprocess", "t_encoder", "t_decoder", "t_postprocess")
 # (name, type): types are str, int, float. Empty cell = missing (NaN for floats).
 SCHEMA: tuple[tuple[str, type], ...] = (
@@ -27,7 +27,7 @@ SCHEMA: tuple[tuple[str, type], ...] = (
     ("dataset", str),
     ("image_id", str),
     ("object_id", str),
-    ("status", str),  # ok | failed
+    ("status", str),  # ok | failed | miss (no detection prompted the object: IoU 0 in the "with misses" columns)
     ("reason", str),  # why failed, or why IoU is n/a (random weights...)
     ("iou", float),
     ("boundary_iou", float),
@@ -56,16 +56,18 @@ SCHEMA: tuple[tuple[str, type], ...] = (
     ("backend", str),  # onnxruntime | torch (the one that ran, never "auto"); empty for model-free references
     ("onnxruntime_version", str),  # empty when onnxruntime did not run
     ("torch_version", str),
+    ("prompt", str),  # v4: the prompt protocol (segcore.prompt_protocols), e.g. oracle, box-jitter:0.1,20; empty = oracle
     ("shard", str),
     ("timestamp", float),
 )
 COLUMNS = tuple(n for n, _ in SCHEMA)
 V2_COLUMNS = ("mode", "sampler_compat", "tau", "coverage", "num_tokens", "seed")
 V3_COLUMNS = ("backend", "onnxruntime_version", "torch_version")
+V4_COLUMNS = ("prompt",)
 SETTINGS_COLUMNS = V2_COLUMNS + V3_COLUMNS  # what a model's settings() may put into its records
 TYPES = dict(SCHEMA)
 KEY = ("model", "weights_id", "dataset", "image_id", "object_id")
-STATUS_OK, STATUS_FAILED = "ok", "failed"
+STATUS_OK, STATUS_FAILED, STATUS_MISS = "ok", "failed", "miss"
 
 
 def _fmt(v, t) -> str:
@@ -168,7 +170,7 @@ def read_rows(run_dir) -> list[dict]:
     for path in record_files(run_dir):
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            missing = set(COLUMNS) - set(reader.fieldnames or []) - set(SETTINGS_COLUMNS)
+            missing = set(COLUMNS) - set(reader.fieldnames or []) - set(SETTINGS_COLUMNS) - set(V4_COLUMNS)
             if missing:
                 raise ValueError(f"{path}: not a records file of schema v{SCHEMA_VERSION} (missing {sorted(missing)})")
             for raw in reader:
