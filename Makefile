@@ -19,14 +19,17 @@ comma := ,
 # make weights: the models named on the command line (MODEL=a,b or "a b"), else every registered model
 WEIGHTS_MODELS := $(if $(filter command line environment,$(origin MODEL)),$(subst $(comma), ,$(MODEL)),)
 BENCH_DOWNLOAD := $(if $(filter 1 yes true,$(DOWNLOAD)),--download,)
+PROMPT  ?= oracle
 STAMP   := $(VENV)/.stamp
 # OpenMP workers sleep instead of spinning on a shared CPU: for what make runs besides our entry points (pytest);
 # python -m benchmark / flip.training and the scripts apply it themselves (segcore/waitpolicy.py)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup setup-all test test-user test-developer bench weights paper objascale train ext clean help
+.PHONY: setup setup-all test test-user test-developer bench robustness weights paper objascale train ext clean help
 help:
 	@echo "make bench [MODEL=flip-tiny] [DATA=data/objascale-mini]  run the benchmark, reports in results/"
+	@echo "  [PROMPT=oracle|box-jitter:0.1,20|gaussian-jitter:0.1|detections=FILE]  prompt protocol (docs/prompts.md)"
+	@echo "make robustness MODEL=a,b DATA=...                        prompt-noise sweep: IoU vs box/Gaussian jitter level"
 	@echo "make bench MODEL=flip-large DOWNLOAD=1                  fetch missing published weights first (verified)"
 	@echo "make weights [MODEL=flip-large]                         fetch a model's weights (all models without MODEL)"
 	@echo "make test [TEST_PASSES=user developer]                  run the test suite (as a user, then the reference tests)"
@@ -74,7 +77,7 @@ bench: setup-all
 	@if [ ! -e "$(DATA)" ] && [ "$(DATA)" = "data/objascale-mini" ]; then \
 	  echo "$(DATA) is missing: rendering the ObjaScale mini preset first"; \
 	  $(PY) -m objascale --preset mini --out $(DATA); fi
-	$(PY) -m benchmark --model $(MODEL) --data $(DATA) $(BENCH_DOWNLOAD) $(ARGS)
+	$(PY) -m benchmark --model $(MODEL) --data $(DATA) --prompt "$(PROMPT)" $(BENCH_DOWNLOAD) $(ARGS)
 
 weights: setup-all
 	$(PY) -m benchmark.weights $(WEIGHTS_MODELS) $(ARGS)
@@ -85,6 +88,9 @@ paper: setup-all
 	  echo "data/objascale-mini is missing: rendering the ObjaScale mini preset first"; \
 	  $(PY) -m objascale --preset mini --out data/objascale-mini; fi
 	$(PY) -m benchmark.paper $(if $(PAPER_DATA),--paper-data $(PAPER_DATA)) $(if $(MODELS),--models $(MODELS)) $(ARGS)
+
+robustness: setup-all
+	$(PY) -m benchmark.robustness --model $(MODEL) --data $(DATA) $(ARGS)
 
 train: $(STAMP)-objascale
 	$(PY) -m flip.training --model $(MODEL) --data $(DATA) $(ARGS)

@@ -88,6 +88,12 @@ def summarise(out: Path, seed: int = 0) -> dict:
         df["_kind"], df["_level"], df["_run"] = spec.kind, _level(spec), d.name
         frames.append(df)
     all_df = pd.concat(frames, ignore_index=True)
+    order = {}  # the models in the order the sweep named them (run.json), not the records' alphabetical one
+    for _, d in runs:
+        meta = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
+        for m in (meta.get("settings") or {}).get("models") or []:
+            order.setdefault(m, len(order))
+    all_df = all_df.assign(_o=all_df["model"].map(lambda m: order.get(m, len(order)))).sort_values("_o", kind="stable")
     pairs = [p for p in tables.model_order(all_df) if iou_is_meaningful(p[1])]
     labels = tables.short_labels(tables.model_order(all_df))
     ok = tables.valid_iou(all_df)

@@ -127,3 +127,20 @@ def test_robustness_sweep_tables_and_plot(tmp_path, data):
     o = {(r["image_id"], r["object_id"]): r["iou"] for r in read_rows(out / "oracle")}
     assert p["mean"] == pytest.approx(np.mean([a[k] - o[k] for k in a]), abs=1e-12) and p["ci"][0] <= p["mean"] <= p["ci"][1]
     assert (out / "robustness.png").stat().st_size > 10_000 and (out / "robustness_box-jitter.csv").read_text().startswith("Model,Objects,n,0 (oracle),0.1")
+
+
+def test_report_refuses_records_of_several_protocols(tmp_path, data):
+    from benchmark.report import make_report
+
+    assert _run(tmp_path, data, "jit", "--prompt", "box-jitter") == 0
+    run = tmp_path / "r" / "jit"
+    with open(run / "records.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[0]["prompt"] = "oracle"  # one object's record from an oracle run slipped in
+    (run / "records").mkdir(exist_ok=True)
+    with open(run / "records" / "part-x.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerow(rows[0])
+    with pytest.raises(ValueError, match="never averaged together"):
+        make_report(run, latest=False)
