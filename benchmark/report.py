@@ -199,6 +199,7 @@ def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | N
     head = stats.headline(df, seed, baseline)
     if head is not None:
         head["prompts"] = prompts
+        head["misses"] = misses_note(df, head)
     made = [tables.table1(df), tables.table3(df), tables.size_table(df), stats.ci_table(df, seed),
             stats.paired_table(df, seed), tables.status_table(df), counters_table(run_dir)]
     if (df["status"] == "miss").any() or tables.protocols(df)[0].startswith("detections"):
@@ -308,10 +309,26 @@ def prompt_description(df, meta: dict) -> str:
         return found[0]
 
 
+def misses_note(df, head: dict) -> str | None:
+    """Detections protocol: how many of the best model's objects no detection prompted, and its mean with them as 0."""
+    rows = [r for r in head["grid"]["rows"] if r[0] == head["best"]]
+    if not rows or not (df["status"] == "miss").any():
+        return None
+    m, w = rows[0][1]
+    sub = df[(df["model"] == m) & (df["weights_id"] == w)]
+    found = tables.valid_iou(sub)["iou"].to_numpy(float)
+    misses = int((sub["status"] == "miss").sum())
+    total = len(found) + misses
+    return (f"{misses} of its {total} objects ({100 * misses / total:.1f} %) had no matching detection; with misses "
+            f"scored 0 its mean IoU is {100 * found.sum() / total:.2f} % (misses table)")
+
+
 def headline_sentence(head: dict | None) -> str:
     if head is None:
         return "No model in this run has a meaningful IoU (random weights or no model): nothing to rank."
     s = (f"Prompts: {head['prompts']}. " if head.get("prompts") else "") + f"{head['best']} has the highest mean IoU, {head['best_iou']:.2f} % over {head['n']} objects"
+    if head.get("misses"):
+        s += f" ({head['misses']})"
     p = head.get("paired")
     if head.get("baseline") is None:
         return s + "; it is the only model with a meaningful IoU, so there is no baseline to compare with."

@@ -92,6 +92,8 @@ def test_detections_with_misses_and_bad_entries(tmp_path, data):
     ok = [r["iou"] for r in box_rows if r["status"] == "ok"]
     with_misses = sum(ok) / (len(ok) + len(missed))
     assert f"{100 * with_misses:.2f}" in misses and f"{100 * np.mean(ok):.2f}" in misses
+    head = (tmp_path / "r" / "det" / "report.md").read_text().split("\n")[4]
+    assert head.startswith("**Prompts: detector boxes from dets.json") and f"with misses scored 0 its mean IoU is {100 * with_misses:.2f} %" in head
     saved = _prompt_rows(tmp_path / "r" / "det" / PROMPT_SET)
     assert sum(r["status"] == "miss" for r in saved.values()) == len(missed)
 
