@@ -146,3 +146,15 @@ def test_report_refuses_records_of_several_protocols(tmp_path, data):
         w.writerow(rows[0])
     with pytest.raises(ValueError, match="never averaged together"):
         make_report(run, latest=False)
+
+
+def test_flip_replay_gives_identical_records(tmp_path, data):
+    """FLIP reads the Gaussian: the saved floats must come back bit-exactly (same run seed: FLIP's patch sampling
+    derives from it)."""
+    args = ["--prompt", "gaussian-jitter:0.1", "--seed", "2", "--limit", "5", "--threads", "1"]
+    assert _run(tmp_path, data, "f", *args, model="flip-tiny.project") == 0
+    saved = tmp_path / "r" / "f" / PROMPT_SET
+    assert _run(tmp_path, data, "f2", "--prompts", str(saved), "--seed", "2", "--threads", "1", model="flip-tiny.project") == 0
+    a, b = read_rows(tmp_path / "r" / "f"), read_rows(tmp_path / "r" / "f2")
+    assert len(a) == 5 and all(r["status"] == "ok" for r in a)
+    assert _stable(a) == _stable(b)  # IoU, predicted area, tokens, box: all equal
