@@ -219,7 +219,10 @@ def write_summary(out: Path, result: dict) -> None:
     for t in made:
         atomic_write_text(out / f"{t.name}.csv", t.to_csv())
     pngs = plot(result, out / "robustness")
-    md = [f"# Prompt-noise sweep: {out.name}", "", f"Datasets: {', '.join(result['datasets'])}. Runs (one per protocol, "
+    cmd = ""
+    if (out / "sweep.json").is_file():
+        cmd = "Command: `" + " ".join(json.loads((out / "sweep.json").read_text()).get("argv", [])) + "`. "
+    md = [f"# Prompt-noise sweep: {out.name}", "", cmd + f"Datasets: {', '.join(result['datasets'])}. Runs (one per protocol, "
           "never averaged together): " + ", ".join(f"`{r}` ({p})" for r, p in result["runs"].items()) + ".", "",
           f"**{headline(result)}**", ""]
     for t in made:
@@ -257,6 +260,8 @@ def main(argv=None) -> int:
     out = Path(a.results) / name
     out.mkdir(parents=True, exist_ok=True)
     if not a.summary_only:
+        atomic_write_json(out / "sweep.json", {"argv": ["python", "-m", "benchmark.robustness", *sys.argv[1:]] if argv is None
+                                              else list(argv) + (["--"] + extra if extra else []), "levels": levels, "cap": a.cap})
         codes = run_sweep(a.model, a.data, out, levels, a.cap, extra)
         bad = [str(s) for s, c in codes if c == 2]
         if bad:
