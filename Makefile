@@ -87,7 +87,7 @@ paper: setup-all
 	@if [ ! -e "data/objascale-mini" ]; then \
 	  echo "data/objascale-mini is missing: rendering the ObjaScale mini preset first"; \
 	  $(PY) -m objascale --preset mini --out data/objascale-mini; fi
-	$(PY) -m benchmark.paper $(if $(PAPER_DATA),--paper-data $(PAPER_DATA)) $(if $(MODELS),--models $(MODELS)) $(ARGS)
+	$(PY) -m benchmark.paper $(if $(PAPER_DATA),--paper-data $(PAPER_DATA)) $(if $(MODELS),--models $(MODELS)) --prompt "$(PROMPT)" $(ARGS)
 
 robustness: setup-all
 	$(PY) -m benchmark.robustness --model $(MODEL) --data $(DATA) $(ARGS)

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from segcore.atomic import atomic_write_text
+from segcore.prompt_protocols import ORACLE, ProtocolError, merge_prompt_set, parse_protocol
 
 NUMBERS_FILE = Path(__file__).with_name("paper_numbers.toml")
 DEFAULT_MINI = "data/objascale-mini"
@@ -410,14 +411,26 @@ def make_heatmaps(df, datasets, out_dir: Path) -> list[Path]:
 
 
 def write_outputs(run_dir: Path, df, plan, datasets, numbers, seed: int = 0) -> Path:
+    from .tables import protocols
+
     tables = make_tables(df, plan, datasets, numbers, seed)
+    found = protocols(df) if df is not None else [ORACLE]
+    if len(found) > 1:
+        raise PaperError(f"{run_dir}: records of several prompt protocols {found}; they are never averaged together")
+    for t in tables:  # the measured numbers say which prompts produced them (the paper's are oracle prompts)
+        t.caption += f" (measured with prompts: {found[0]})"
     for t in tables:
         atomic_write_text(run_dir / f"{t.name}.md", t.to_markdown())
         atomic_write_text(run_dir / f"{t.name}.csv", t.to_csv())
         atomic_write_text(run_dir / f"{t.name}.tex", t.to_latex())
     maps = make_heatmaps(df, datasets, run_dir / "fig7")
     pngs = [p for p in maps if p.suffix == ".png"]
-    md = ["# The paper's tables, reproduced", ""] + [t.to_markdown() for t in tables]
+    try:
+        described = parse_protocol(found[0]).describe()
+    except ProtocolError:
+        described = found[0]
+    md = ["# The paper's tables, reproduced", "", f"Prompts of the measured runs: {described}.", ""]
+    md += [t.to_markdown() for t in tables]
     md += ["## Fig. 7: mean IoU over relative and absolute mask area (ObjaScale sets)", ""]
     md += [f"![{p.stem}](fig7/{p.name})" for p in pngs] or [
         "No heat map: no ObjaScale set (published ObjaScale file or ObjaScale mini) was measured with a model that has "
@@ -439,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-mini", dest="mini", action="store_const", const=None, help="leave ObjaScale mini out")
     a("--models", help="comma-separated registry names to run (default: every FLIP variant in both modes and every "
                        "baseline whose weights are present)")
+    a("--prompt", default=ORACLE, metavar="PROTOCOL", help="prompt protocol (docs/prompts.md; default oracle, as the "
+                                                        "paper); other protocols run into paper_<protocol> by default")
     a("--results", default="results", help="results folder (default results/)")
     a("--run", default="paper", help="run folder name under --results (default paper); a rerun resumes it")
     a("--tables-only", action="store_true", help="run nothing: tables and heat maps from the run folder's records")
@@ -464,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
 def bench_argv(args, plan: list[PaperModel], datasets: list[PaperDataset]) -> list[str]:
     """The python -m benchmark command line that runs everything present (one run folder, resumable)."""
     models = [n for g in plan for n in g.run]
-    argv = ["--model", ",".join(models), "--results", args.results, "--run", args.run, "--seed", str(args.seed), "--no-latest"]
+    argv = ["--model", ",".join(models), "--results", args.results, "--run", args.run, "--seed", str(args.seed), "--no-latest",
+            "--prompt", args.prompt]
     for d in datasets:
         if d.path is not None:
             argv += ["--data", d.spec]
@@ -481,6 +497,14 @@ def bench_argv(args, plan: list[PaperModel], datasets: list[PaperDataset]) -> li
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        spec = parse_protocol(args.prompt)
+    except ProtocolError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.prompt = str(spec)
+    if args.run == "paper" and spec.kind != ORACLE:  # one protocol per run folder
+        args.run = f"paper_{spec.slug()}"
     try:
         numbers = load_numbers(args.numbers)
         datasets = find_datasets(args.paper_data, numbers, args.mini)
@@ -515,10 +539,15 @@ def main(argv=None) -> int:
     df = None
     if record_files(run_dir):
         merge(run_dir)
+        merge_prompt_set(run_dir)
         df = read_frame(run_dir)
     elif args.tables_only:
         print(f"note: no records in {run_dir}: every measured cell says so")
-    out, summary = write_outputs(run_dir, df, plan, datasets, numbers, args.seed)
+    try:
+        out, summary = write_outputs(run_dir, df, plan, datasets, numbers, args.seed)
+    except PaperError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print("\n" + summary.to_markdown(notes=False))
     print(f"paper tables (Table 1 per dataset, Table 3, Fig. 7 heat maps): {out}")
     return 0

@@ -166,3 +166,17 @@ def test_submitit_executor_shards_the_paper_run(paper_data, tmp_path):
     assert len(rows) == 10 and {r["shard"] for r in rows} == {"0/2", "1/2"}
     t1 = {(r[0], r[2]): r for r in _read_csv(tmp_path / "r" / "paper" / "paper_table1.csv")[1:]}
     assert t1[("oracle-box", "ObjaScale")][5] == "4"
+
+
+def test_make_paper_with_jittered_prompts_runs_apart(paper_data, tmp_path):
+    """--prompt: its own run folder (never averaged with the oracle run), every table says which prompts it used."""
+    data, mini = paper_data
+    results = tmp_path / "results"
+    argv = ["--paper-data", str(data), "--mini", str(mini), "--models", "oracle-box", "--results", str(results),
+            "--warmup", "0", "--no-progress", "--no-boundary", "--prompt", "box-jitter:0.2"]
+    assert paper.main(argv) == 0
+    run = results / "paper_box-jitter-0.2-20"
+    assert not (results / "paper").exists() and (run / "prompts.csv").is_file()
+    assert "(measured with prompts: box-jitter:0.2,20)" in (run / "paper_table1.md").read_text()
+    assert "Prompts of the measured runs: box-jitter (σ = 0.2" in (run / "paper.md").read_text()
+    assert paper.main(argv[:-1] + ["nonsense"]) == 2
