@@ -278,4 +278,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from segcore.waitpolicy import apply_wait_policy
+
+    apply_wait_policy()  # before the runs load torch (segcore/waitpolicy.py); this module's imports are torch-free
     sys.exit(main())
