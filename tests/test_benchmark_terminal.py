@@ -31,7 +31,8 @@ def test_a_run_prints_resolutions_headline_table_and_report_path(tmp_path, coco_
     rows = read_rows(tmp_path / "r" / "t")
     oracle = [r for r in rows if r["model"] == "oracle-box" and r["status"] == "ok"]
     mean = 100 * np.mean([r["iou"] for r in oracle])
-    head = next(i for i, l in enumerate(lines) if l.startswith("oracle-box has the highest mean IoU"))
+    head = next(i for i, l in enumerate(lines) if "oracle-box has the highest mean IoU" in l)
+    assert lines[head].startswith("Prompts: oracle (the tight box and the exact Gaussian of the ground-truth mask). oracle-box")
     assert f"{mean:.2f} % over {len(oracle)} objects" in lines[head]
     header = next(i for i, l in enumerate(lines) if l.startswith("Model "))
     assert head < header
