@@ -105,6 +105,8 @@ MAX_THREADS_PER_CORE = 4
 
 
 def _check_types(opts: dict, source: str) -> None:
+    from .runner import ConfigError
+
     for k, v in opts.items():
         if v is None:
             continue
@@ -125,6 +127,7 @@ def check_run_name(run: str) -> None:
     """A run is one folder directly under --results: `latest` (the link to the last run), '.', '..', paths and
     hidden names would make the report point or write outside it."""
     from .report import LATEST
+    from .runner import ConfigError
 
     if not run or run in (".", "..", LATEST) or "/" in run or os.sep in run or run.startswith(".") or "\0" in run:
         raise ConfigError(f"--run {run!r}: give a plain folder name under --results (no '/', not '.', '..', a name "

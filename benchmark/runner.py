@@ -3,6 +3,7 @@ model, and all its selected objects are predicted in one call."""
 from __future__ import annotations
 
 import json
+import os
 import logging
 import re
 import time
@@ -21,7 +22,6 @@ from .machine import code_version, machine_info
 from .timing import MODEL_PHASES, amortised, object_phases, tokens_of
 from segcore.atomic import atomic_write_text, stale_tmp_files
 from segcore.metrics import object_metrics
-from segcore.atomic import atomic_write_text
 from segcore.records import SETTINGS_COLUMNS, STATUS_FAILED, STATUS_OK, RecordWriter, key_of, make_row, read_rows
 
 # Ground-truth masks of one image decoded at once (and as many predictions): 3,000 objects of a 1000×1000 image

@@ -548,7 +548,9 @@ def round_two(root: Path) -> bool:
         part = target / "records.csv"
         text = part.read_text()
         if how == "schema":
-            part.write_text(text.replace("\n2,", "\n9,"))
+            from segcore.records import SCHEMA_VERSION
+
+            part.write_text(text.replace(f"\n{SCHEMA_VERSION},", "\n9,"))
         elif how == "columns":
             part.write_text("model,iou\nx,0.5\n")
         elif how == "binary":

@@ -773,7 +773,8 @@ def _damage(run, how):
     part = sorted((run / "records").glob("part-*.csv"))[0]
     text = part.read_text()
     if how == "schema":
-        part.write_text(text.replace("\n2,", "\n9,"))
+        from segcore.records import SCHEMA_VERSION
+        part.write_text(text.replace(f"\n{SCHEMA_VERSION},", "\n9,"))
     elif how == "columns":
         part.write_text("model,iou\nx,0.5\n")
     elif how == "binary":
