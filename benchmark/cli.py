@@ -14,14 +14,19 @@ Data specs: [NAME=]PATH[#SPLIT][::IMAGE_DIR], comma-separated for several
     --data '/data/run\#3'                            (the ObjaScale folder "/data/run#3", eval split)
 
 Exit codes: 0 done (some objects may have failed: they are counted and recorded); 1 the run finished but no
-object succeeded (the reason is printed); 2 configuration error (nothing was run and run.json was not written).
+object succeeded (the reason is printed); 2 configuration error (nothing was run and run.json was not written);
+3 the run stopped because its outputs could not be written (disk full...: finished objects are kept, rerun to
+resume); 130 interrupted by Ctrl-C or SIGTERM (buffered records are written first; rerun to resume).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import logging
+import math
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -97,6 +102,44 @@ def load_config_file(path: str) -> dict:
         raise ConfigError(str(e)) from None
 
 
+# option types, checked for values from a config file (argparse checks the flags)
+INT_OPTS = ("threads", "warmup", "seed", "limit", "shards", "slurm_timeout_min", "slurm_cpus", "slurm_gpus", "flush_every")
+FLOAT_OPTS = ("min_area", "max_area")
+BOOL_OPTS = ("boundary", "retry_failed", "report", "progress", "latest", "download")
+STR_OPTS = ("results", "run", "weights", "mode", "device", "executor", "shard")
+MAX_THREADS_PER_CORE = 4
+
+
+def _check_types(opts: dict, source: str) -> None:
+    from .runner import ConfigError
+
+    for k, v in opts.items():
+        if v is None:
+            continue
+        flag = "--" + k.replace("_", "-")
+        if k in INT_OPTS and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"{source}: {k} = {v!r}: {flag} takes a whole number")
+        if k in FLOAT_OPTS and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ConfigError(f"{source}: {k} = {v!r}: {flag} takes a number")
+        if k in BOOL_OPTS and not isinstance(v, bool):
+            raise ConfigError(f"{source}: {k} = {v!r}: takes true or false")
+        if k in STR_OPTS and not isinstance(v, (str, int)) or k in ("model", "data") and not isinstance(v, (str, list)):
+            raise ConfigError(f"{source}: {k} = {v!r}: takes a text value")
+        if k in ("model", "data") and isinstance(v, list) and not all(isinstance(x, str) for x in v):
+            raise ConfigError(f"{source}: {k} = {v!r}: takes text values")
+
+
+def check_run_name(run: str) -> None:
+    """A run is one folder directly under --results: `latest` (the link to the last run), '.', '..', paths and
+    hidden names would make the report point or write outside it."""
+    from .report import LATEST
+    from .runner import ConfigError
+
+    if not run or run in (".", "..", LATEST) or "/" in run or os.sep in run or run.startswith(".") or "\0" in run:
+        raise ConfigError(f"--run {run!r}: give a plain folder name under --results (no '/', not '.', '..', a name "
+                          f"starting with '.' or {LATEST!r}, which is the link to the last run)")
+
+
 def resolve(args: argparse.Namespace) -> dict:
     """defaults < config file < command line."""
     from segcore.datasets import dataset_fingerprint, split_specs
@@ -106,7 +149,9 @@ def resolve(args: argparse.Namespace) -> dict:
 
     opts = dict(DEFAULTS)
     if args.config:
-        opts.update(load_config_file(args.config))
+        from_file = load_config_file(args.config)
+        _check_types(from_file, f"config file {args.config}")
+        opts.update(from_file)
     for k, v in vars(args).items():
         if k in ("config", "verbose", "list_models") or v is None:
             continue
@@ -120,10 +165,15 @@ def resolve(args: argparse.Namespace) -> dict:
     if not m:
         raise ConfigError(f"--shard {opts['shard']!r}: expected k/n, e.g. 0/4")
     opts["shard"] = (int(m.group(1)), int(m.group(2)))
-    for k, lo in (("threads", 1), ("warmup", 0), ("shards", 1), ("flush_every", 1)):
+    for k, lo in (("threads", 1), ("warmup", 0), ("shards", 1), ("flush_every", 1), ("seed", 0)):
         if opts[k] is not None and int(opts[k]) < lo:
             raise ConfigError(f"--{k.replace('_', '-')} must be ≥ {lo}, got {opts[k]}")
+    max_threads = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
+    if opts["threads"] is not None and int(opts["threads"]) > max_threads:
+        raise ConfigError(f"--threads {opts['threads']}: this machine has {os.cpu_count()} cores; at most {max_threads}")
     for k in ("limit", "min_area", "max_area"):
+        if opts[k] is not None and not math.isfinite(float(opts[k])):
+            raise ConfigError(f"--{k.replace('_', '-')} {opts[k]}: not a finite number")
         if opts[k] is not None and float(opts[k]) < 0:
             raise ConfigError(f"--{k.replace('_', '-')} must be ≥ 0")
     if opts["limit"] is not None and int(opts["limit"]) == 0:
@@ -147,6 +197,7 @@ def resolve(args: argparse.Namespace) -> dict:
             tag = "" if spec.kind == ORACLE else "_" + spec.slug()
         opts["run"] = ("+".join(opts["model"]) + "_" + ds + (f"_limit{opts['limit']}" if opts["limit"] else "") + tag
                        + "_" + fp)
+    check_run_name(str(opts["run"]))
     return opts
 
 
@@ -236,7 +287,31 @@ def print_models() -> int:
     return 0
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (Slurm, timeout, docker stop) handled as Ctrl-C: the record writer flushes what it holds."""
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted()
+
+
 def main(argv=None) -> int:
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals can only be handled there
+        return _main(argv)
+    before = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Interrupted) else "interrupted"
+        print(f"{what}; finished objects are written: rerun the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_models:
         return print_models()
@@ -244,6 +319,7 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("benchmark").setLevel(logging.INFO if args.verbose else logging.ERROR)
+    opts = {}
     try:
         opts = resolve(args)
         if opts["executor"] in ("slurm", "submitit-local"):
@@ -257,6 +333,10 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a disk that fills up or a folder that turns read-only during the run
+        where = e.filename or opts.get("results")
+        print(f"error: cannot write {where}: {e.strerror or e}; finished objects are kept, rerun to resume", file=sys.stderr)
+        return 3
     run_dir = Path(opts["results"]) / opts["run"]
     if counters is not None:
         from .runner import OUTCOMES
@@ -274,7 +354,11 @@ def main(argv=None) -> int:
         from .report import make_report
 
         if record_files(run_dir):
-            out = make_report(run_dir, merge=True, latest=opts["latest"])
+            try:
+                out = make_report(run_dir, merge=True, latest=opts["latest"])
+            except (OSError, ValueError) as e:
+                print(f"error: report of {run_dir}: {e}", file=sys.stderr)
+                return 3
             summary = run_dir / "summary.txt"
             if summary.is_file():
                 print("\n" + summary.read_text().rstrip() + "\n")

@@ -6,6 +6,7 @@ The harness only ever sees a Segmenter (segcore.segmenter); it never asks which 
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -117,6 +118,7 @@ def create(name: str, weights=None, mode: str | None = None, device=None, seed: 
            backend: str | None = None):
     """Build a Segmenter by registry name. Raises ModelError with the cause (unknown name, missing weights...).
     backend: "auto" | "onnxruntime" | "torch" (segcore.segmenter.BACKENDS), passed to the model's builder."""
+    explicit_file = _is_weights_file(weights)
     name, weights = registry.weights_as_tag(name, weights)  # --weights project / authors / official: a tag
     try:
         from segcore.hub import downloads_allowed
@@ -131,7 +133,26 @@ def create(name: str, weights=None, mode: str | None = None, device=None, seed: 
     for attr in ("name", "num_parameters", "weights_id", "set_image", "predict"):
         if not hasattr(model, attr):
             raise ModelError(f"{name}: the built object has no {attr!r}; it does not implement the Segmenter protocol")
+    if explicit_file:
+        relabel_by_weights(model)
     return model
+
+
+def _is_weights_file(weights) -> bool:
+    return isinstance(weights, (str, os.PathLike)) and str(weights) != "random" and os.path.isfile(weights)
+
+
+def relabel_by_weights(model) -> None:
+    """A model built from a weights file is named by what the file is (the source in its weights id: authors or
+    official only when its digest equals the published file's, project, else file), never by the registry tag it
+    was looked up under: `--model flip-tiny --weights mine.onnx` runs flip-tiny.file, not flip-tiny.authors."""
+    source = str(model.weights_id).split(":", 1)[0] if ":" in str(model.weights_id) else None
+    base, tag = registry.split_name(str(model.name))
+    if source and tag != source:
+        try:
+            model.name = f"{base}.{source}"
+        except AttributeError:  # a read-only name: the weights id still says which file ran
+            pass
 
 
 def iou_is_meaningful(weights_id: str) -> bool:

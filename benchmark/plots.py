@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from segcore.atomic import atomic_path
 
+from segcore.atomic import atomic_path
+
 import numpy as np
 
 # fixed bin edges: log10 of relative area, log2 of image resolution sqrt(W·H), log10 of absolute area (px)
@@ -17,7 +19,8 @@ REL_AREA_EDGES = 10.0 ** np.arange(-6.0, 0.0001, 0.5)
 RESOLUTION_EDGES = 2.0 ** np.arange(6.0, 13.0001, 0.5)
 ABS_AREA_EDGES = 10.0 ** np.arange(0.0, 8.0001, 0.5)
 DPI = 200  # 2× of the 100 dpi the figures are laid out for
-COUNT_FONTSIZE = 8
+COUNT_FONTSIZE = 10  # "n=…" under the mean; sizes chosen so a 390 px phone shows the mean at ≥ 9 CSS px
+MEAN_FONTSIZE = 13
 
 
 def heatmap_bins(x: np.ndarray, y: np.ndarray, v: np.ndarray, xedges: np.ndarray, yedges: np.ndarray):
@@ -103,7 +106,7 @@ def heatmap_figure(mean, count, xedges, yedges, xlabel, ylabel, title, diverging
     plt = _plt()
     (r0, r1), (c0, c1) = occupied_range(count)
     ncols, nrows = c1 - c0, r1 - r0
-    fig, ax = plt.subplots(figsize=(min(7.0, 2.4 + 0.62 * max(ncols, 3)), min(5.2, 1.6 + 0.42 * max(nrows, 3))))
+    fig, ax = plt.subplots(figsize=(min(7.0, 2.4 + 0.62 * max(ncols, 3)), min(6.0, 1.6 + 0.5 * max(nrows, 3))))
     values = 100 * np.asarray(mean, dtype=float)
     if diverging:
         finite = np.abs(values[np.isfinite(values)])
@@ -114,9 +117,12 @@ def heatmap_figure(mean, count, xedges, yedges, xlabel, ylabel, title, diverging
     im = ax.imshow(np.ma.masked_invalid(values), origin="lower", vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto",
                    extent=(0, len(xedges) - 1, 0, len(yedges) - 1), interpolation="nearest")
     ax.set_facecolor("#f4f4f4")  # empty bins inside the occupied range
-    for i, j in zip(*np.nonzero(count)):
+    for i, j in zip(*np.nonzero(count)):  # each cell: its mean (read without the colour bar) and its objects
         bg = cmap(im.norm(values[i, j]))
-        ax.text(j + 0.5, i + 0.5, str(count[i, j]), ha="center", va="center", fontsize=COUNT_FONTSIZE,
+        txt = f"{values[i, j]:+.0f}" if diverging else f"{values[i, j]:.0f}"
+        ax.text(j + 0.5, i + 0.56, txt, ha="center", va="bottom", fontsize=MEAN_FONTSIZE, fontweight="bold",
+                color=text_color_for(bg))
+        ax.text(j + 0.5, i + 0.5, f"n={count[i, j]}", ha="center", va="top", fontsize=COUNT_FONTSIZE,
                 color=text_color_for(bg))
     ax.set_xlim(c0, c1)
     ax.set_ylim(r0, r1)
@@ -148,7 +154,7 @@ ABS_LABEL = "absolute mask area (px)"
 
 def model_heatmaps(valid_df, label: str, out_dir: Path, slug: str) -> dict[str, list[Path]]:
     """Two maps for one model over all datasets: IoU over relative area × image resolution, and relative ×
-    absolute area (Fig. 7). Numbers in the cells: objects per bin."""
+    absolute area (Fig. 7). In each cell: the mean IoU (%) and the number of objects."""
     rel = valid_df["area_ratio"].to_numpy(float)
     res = np.sqrt(valid_df["width"].to_numpy(float) * valid_df["height"].to_numpy(float))
     absa = valid_df["area_px"].to_numpy(float)

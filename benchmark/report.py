@@ -16,6 +16,7 @@ import html
 import json
 import os
 import re
+import secrets
 import shutil
 import struct
 import sys
@@ -29,13 +30,13 @@ from .machine import code_version
 from .models import iou_is_meaningful
 from segcore.atomic import atomic_write_text
 from segcore.prompt_protocols import ProtocolError, merge_prompt_set, parse_protocol
-from segcore.records import SCHEMA_VERSION, merge as merge_records, read_frame, record_files
+from segcore.records import SCHEMA_VERSION, merge as merge_records, read_frame, record_files, run_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
+    atomic_write_text(path, text)  # unique temp name: two reports of one run never share a temp file
 
 
 def _slug(s: str) -> str:
@@ -58,9 +59,11 @@ def counters_table(run_dir: Path) -> tables.Table:
     keys = [k for k in _COUNTER_NAMES if any(k in s for _, s in summaries)]
     keys += [k for _, s in summaries for k, v in s.items() if isinstance(v, int) and not isinstance(v, bool) and k not in keys]
     keys = list(dict.fromkeys(keys))
-    rows = [[str(s.get("shard", f.stem))] + [str(s.get(k, tables.EMPTY)) for k in keys] for f, s in summaries]
-    header = ["Shard"] + [_COUNTER_NAMES.get(k, k.replace("_", " ").capitalize()) for k in keys]
-    t = tables.Table("counters", "Run counters (last invocation of each shard)", header, rows)
+    # one row per counter, one column per shard: the table stays narrow however many counters there are
+    header = ["Counter"] + [f"Shard {s.get('shard', f.stem)}" for f, s in summaries]
+    rows = [[_COUNTER_NAMES.get(k, k.replace("_", " ").capitalize())] + [str(s.get(k, tables.EMPTY)) for _, s in summaries]
+            for k in keys]
+    t = tables.Table("counters", "Run counters (last invocation of each shard)", header, rows, main=1)
     if not rows:
         t.notes.append("no summary files in this run folder")
     return t
@@ -182,10 +185,32 @@ def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | N
         raise FileNotFoundError(f"run folder not found: {run_dir}")
     if not record_files(run_dir):
         raise FileNotFoundError(f"{run_dir}: no records (records.csv or records/part-*.csv)")
+    with run_lock(run_dir):  # concurrent merges/reports of one run take turns (each one sees every part file)
+        out = _make_report(run_dir, merge, seed, baseline)
+    if latest:
+        point_latest(run_dir)
+    return out
+
+
+def read_run_json(run_dir: Path) -> dict:
+    """run.json as a dict ({} when absent); ValueError naming the file when it is unreadable or not an object."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} holds a json {type(meta).__name__}, not the object the benchmark writes")
+    return meta
+
+
+def _make_report(run_dir: Path, merge: bool, seed, baseline) -> Path:
     if merge:
         merge_records(run_dir)
         merge_prompt_set(run_dir)
-    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    meta = read_run_json(run_dir)
     invs = invocations(meta) if meta else []
     if seed is None:
         seed = int(meta.get("settings", {}).get("seed", 0) or 0)
@@ -214,7 +239,7 @@ def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | N
     plot_dir = run_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
     for old in list(plot_dir.glob("*.png")) + list(plot_dir.glob("*.svg")):
-        old.unlink()  # figures of models no longer in the records must not linger
+        old.unlink(missing_ok=True)  # figures of models no longer in the records must not linger
     figures: dict[str, list[tuple[str, Path]]] = {"maps": [], "diffs": [], "tradeoffs": []}
     ok = tables.valid_iou(df)
     pairs = tables.model_order(df)
@@ -260,10 +285,7 @@ def make_report(run_dir, merge: bool = False, latest: bool = True, seed: int | N
     md += [f"![{cap}](plots/{p.name})" for group in figures.values() for cap, p in group]
     _write(run_dir / "report.md", "\n".join(md) + "\n")
     _write(run_dir / "report.html", render_html(run_dir.name, made, figures, meta, invs, var, head, len(df), now))
-
     _write(run_dir / "summary.txt", terminal_summary(df, head))
-    if latest:
-        point_latest(run_dir)
     return run_dir / "report.html"
 
 
@@ -361,7 +383,7 @@ def headline_html(head: dict | None) -> str:
     if not head:
         return "".join(out)
     g = head["grid"]
-    cols = "".join(f"<th scope='col' class='num'>{e(c)}</th>" for c in g["columns"])
+    cols = "".join(f"<th scope='col' class='num'{' data-main' if j == 0 else ''}>{e(c)}</th>" for j, c in enumerate(g["columns"]))
     body, small = [], False
     for i, (label, _, cells) in enumerate(g["rows"]):
         tds = []
@@ -377,6 +399,7 @@ def headline_html(head: dict | None) -> str:
             tds.append(f"<td class='num{' few' if flag else ''}'>{val} <span class='n'>n={n}{'†' if flag else ''}</span></td>")
         body.append(f"<tr><td class='txt'>{e(label)}</td>{''.join(tds)}</tr>")
     out.append("<p class='notes'>Mean IoU (%) by object subset, all datasets pooled; best per column in bold.</p>"
+               f"<p class='more'>⇆ the table continues to the right: scroll it sideways</p>"
                f"<div class='scroll'><table class='data grid'><thead><tr><th scope='col' class='txt'>Model</th>{cols}</tr></thead>"
                f"<tbody>{''.join(body)}</tbody></table></div>")
     if small:
@@ -404,7 +427,11 @@ STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1200px;margin:0 auto;padding:12px 16px;color:#222;line-height:1.45}
 h1{font-size:1.5em;overflow-wrap:anywhere}h2{margin-top:1.6em;border-bottom:1px solid #ddd}h3{font-size:1.05em;margin:1.2em 0 .3em}
 .headline{font-size:1.1em;background:#eef5ee;border-left:4px solid #3a7;padding:.6em .8em}
-.scroll{overflow-x:auto;max-width:100%;margin:.3em 0 .6em}
+.scroll{overflow-x:auto;max-width:100%;margin:.3em 0 .6em;
+ background:linear-gradient(to right,#fff 30%,rgba(255,255,255,0)),linear-gradient(to left,#fff 30%,rgba(255,255,255,0)) 100% 0,
+ radial-gradient(farthest-side at 0 50%,rgba(0,0,0,.25),rgba(0,0,0,0)),radial-gradient(farthest-side at 100% 50%,rgba(0,0,0,.25),rgba(0,0,0,0)) 100% 0;
+ background-repeat:no-repeat;background-size:40px 100%,40px 100%,14px 100%,14px 100%;background-attachment:local,local,scroll,scroll}
+.more{display:none;font-size:.85em;color:#555;margin:.2em 0 0}.more.on{display:block}
 table.data{border-collapse:separate;border-spacing:0;font-size:.92em}
 table.data caption{text-align:left;font-size:.9em;color:#555;padding-bottom:.3em;caption-side:top}
 table.data th,table.data td{padding:4px 10px;border-bottom:1px solid #e2e2e2;white-space:nowrap}
@@ -424,6 +451,14 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;max-width:100%}
 details{margin:.4em 0}summary{cursor:pointer;font-weight:600}
 dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em}dl.kv dd{margin:0;overflow-wrap:anywhere;min-width:0}
 @media (max-width:600px){body{padding:8px 10px}.headline{font-size:1em}dl.kv{grid-template-columns:1fr}dl.kv dd{margin-left:1em}}
+"""
+
+
+# Shows the "table continues" line above every table wider than its scroll box (and hides it when it fits).
+SCROLL_HINT_JS = """
+(function(){function upd(){document.querySelectorAll('.scroll').forEach(function(b){var h=b.previousElementSibling;
+if(!h||!h.classList.contains('more'))return;var more=b.scrollWidth>b.clientWidth+1;h.classList.toggle('on',more);});}
+window.addEventListener('load',upd);window.addEventListener('resize',upd);})();
 """
 
 
@@ -491,7 +526,8 @@ def render_html(title: str, made, figures: dict, meta: dict, invs: list[dict], v
         if figures.get(key):
             figs.append(f"<h3>{name}</h3><div class='figs'>" + "".join(figure_html(c, p) for c, p in figures[key]) + "</div>")
     if figures.get("maps"):
-        figs.insert(0, "<p class='notes'>Maps: numbers in the cells are objects per bin; only bins holding objects are shown.</p>")
+        figs.insert(0, "<p class='notes'>Maps: each cell shows its mean IoU (%) in bold (difference maps: in points) "
+                       "and its number of objects (n); only bins holding objects are shown.</p>")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{e(title)}</title><style>{STYLE}</style></head><body>"
@@ -499,27 +535,58 @@ def render_html(title: str, made, figures: dict, meta: dict, invs: list[dict], v
             f"<p class='notes'>{n_rows} records, schema v{SCHEMA_VERSION}. Generated {e(now.generated)}. "
             "<a href='#details'>Run details</a> below.</p>"
             "<h2>Tables</h2>" + "".join(parts) + "<h2>Figures</h2>" + "".join(figs)
-            + run_details_html(meta, invs, var, now) + "</body></html>\n")
+            + run_details_html(meta, invs, var, now) + f"<script>{SCROLL_HINT_JS}</script></body></html>\n")
 
 
-def point_latest(run_dir: Path) -> Path:
-    """results/latest → this run: a relative symlink, or a copy where symlinks are not possible."""
-    link = run_dir.parent / "latest"
-    if link.resolve() == run_dir.resolve() and link != run_dir:
+LATEST = "latest"
+COPY_MARK = ".flip-suite-latest-copy"  # marks a `latest` folder this suite copied (where symlinks are impossible)
+
+
+def point_latest(run_dir: Path) -> Path | None:
+    """<results>/latest → this run: a relative symlink, swapped in atomically; where symlinks are not possible, a
+    copy marked as the suite's own. Nothing the suite did not create is ever deleted: a real `latest` folder or
+    file (a results tree copied without symlinks) is left as it is, with a note, and None is returned."""
+    real = Path(run_dir).resolve()
+    if real.name == LATEST:  # the run itself is (or is reached through) `latest`: nothing to point
+        return None
+    link = real.parent / LATEST
+    if link.is_symlink() and link.resolve() == real:
         return link
-    tmp = run_dir.parent / ".latest.tmp"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink() if tmp.is_symlink() or tmp.is_file() else shutil.rmtree(tmp)
+    ours_copy = link.is_dir() and not link.is_symlink() and (link / COPY_MARK).is_file()
+    if (link.exists() or link.is_symlink()) and not link.is_symlink() and not ours_copy:
+        print(f"note: {link} is a real {'folder' if link.is_dir() else 'file'}, not a link made by this suite: "
+              "left as it is (results/latest not updated)", file=sys.stderr)
+        return None
+    tmp = real.parent / f".{LATEST}.{secrets.token_hex(4)}.tmp"
     try:
-        os.symlink(run_dir.name, tmp)
+        os.symlink(real.name, tmp)
+        if ours_copy:
+            _remove_own_copy(link)
         os.replace(tmp, link)
+        return link
     except OSError:
-        if link.is_symlink():
-            link.unlink()
-        elif link.exists():
-            shutil.rmtree(link)
-        shutil.copytree(run_dir, link)
+        if tmp.is_symlink():
+            tmp.unlink()
+    try:  # no symlinks here: a marked copy, built beside and renamed in
+        shutil.copytree(real, tmp, symlinks=True)
+        (tmp / COPY_MARK).write_text(f"a copy of {real.name} made by benchmark.report; safe to delete\n")
+        if link.is_dir() and (link / COPY_MARK).is_file():
+            _remove_own_copy(link)
+        os.replace(tmp, link)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"note: could not point {link} at {real.name}: {e}", file=sys.stderr)
+        return None
     return link
+
+
+def _remove_own_copy(link: Path) -> None:
+    """Delete a `latest` copy, only after checking once more that this suite made it."""
+    if link.is_symlink() or not (link / COPY_MARK).is_file():
+        raise OSError(f"{link} is not a copy made by this suite")
+    trash = link.with_name(f".{LATEST}.{secrets.token_hex(4)}.old")
+    os.replace(link, trash)
+    shutil.rmtree(trash)
 
 
 def main(argv=None) -> int:
@@ -533,7 +600,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         out = make_report(a.run_dir, merge=a.merge, latest=a.latest, seed=a.seed, baseline=a.baseline)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:  # missing or unreadable run files, a lock held too long, a read-only folder
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(out)

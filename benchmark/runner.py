@@ -3,6 +3,7 @@ model, and all its selected objects are predicted in one call."""
 from __future__ import annotations
 
 import json
+import os
 import logging
 import re
 import time
@@ -20,9 +21,14 @@ from . import models as model_registry
 from segcore.datasets import Dataset, DatasetError, ItemError, Selection, open_dataset, select_counted
 from .machine import code_version, machine_info
 from .timing import MODEL_PHASES, amortised, object_phases, tokens_of
+from segcore.atomic import atomic_write_text, stale_tmp_files
 from segcore.metrics import object_metrics
-from segcore.atomic import atomic_write_text
 from segcore.records import SETTINGS_COLUMNS, STATUS_FAILED, STATUS_MISS, STATUS_OK, RecordWriter, key_of, make_row, read_rows
+
+# Ground-truth masks of one image decoded at once (and as many predictions): 3,000 objects of a 1000×1000 image
+# would otherwise hold 3 GB of masks. One set_image per image stays; predict runs per batch.
+MASK_BUDGET_PIXELS = 1 << 26
+STALE_TMP_SECONDS = 600  # a part file's temp older than this was left by a killed run (a write takes milliseconds)
 
 log = logging.getLogger("benchmark")
 
@@ -108,26 +114,54 @@ class Counters:
         return d
 
     already_ok = 0  # of already_done, the objects whose earlier record is ok (not a field: no report column)
+    shard = (0, 1)  # the shard this invocation ran (not a field), named when nothing succeeded
 
     def nothing_succeeded(self) -> str | None:
         """Why no selected object has succeeded, in this invocation or an earlier one of the run; None if some did."""
         if self.ok or self.already_ok:
             return None
+        k, n = self.shard
+        if n > 1 and not (self.failed or self.already_done or self.empty_masks_skipped or self.area_filtered):
+            return (f"nothing succeeded: shard {k}/{n} got no object of the selection (all {self.other_shard} "
+                    f"selected objects are in other shards: the selection has fewer images than shards)")
+        where = f"shard {k}/{n}: " if n > 1 else ""
+        return "nothing succeeded: " + where + self._why_nothing()
+
+    def _why_nothing(self) -> str:
         if not self.failed and self.already_done:
-            return (f"nothing succeeded: the {self.already_done} selected object(s) failed in earlier invocations "
+            return (f"the {self.already_done} selected object(s) failed in earlier invocations "
                     "(see records; rerun with --retry-failed after fixing the cause)")
         if self.failed:
             kinds = ", ".join(f"{k}: {n}" for k, n in sorted(self.failure_kinds.items(), key=lambda kv: -kv[1]))
             hint = ""
             if set(self.failure_kinds) == {"image"}:
                 hint = " Every image failed to load: check the image folder (FILE.json::IMAGE_DIR) and the files."
-            return f"nothing succeeded: {self.failed} object(s) failed ({kinds}); first: {self.failures[0]}.{hint}"
-        return (f"nothing succeeded: no object was run ({self.empty_masks_skipped} empty masks skipped, "
+            return f"{self.failed} object(s) failed ({kinds}); first: {self.failures[0]}.{hint}"
+        return (f"no object was run ({self.empty_masks_skipped} empty masks skipped, "
                 f"{self.area_filtered} filtered by area)")
 
 
 def _atomic_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+
+
+def check_writable(folder: Path, min_free_bytes: int = 16 << 20) -> None:
+    """ConfigError, before any work, when `folder` cannot be created and written (read-only, under a file, a
+    nearly full disk). Creates nothing: the probe goes to the nearest folder that exists."""
+    p = Path(os.path.abspath(folder))
+    while not p.exists() and not p.is_symlink():
+        p = p.parent
+    if not p.is_dir():
+        raise ConfigError(f"cannot create {folder}: {p} is a {'file' if p.is_file() else 'non-folder'}, not a folder")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write in {p} (permission denied or read-only); choose another --results")
+    try:
+        st = os.statvfs(p)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        return
+    if free < min_free_bytes:
+        raise ConfigError(f"{p}: only {free // 1024} KiB free on its disk; free space or choose another --results")
 
 
 @contextmanager
@@ -153,6 +187,7 @@ class Runner:
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
         self.counters = Counters()
+        self.counters.shard = tuple(cfg.shard)
         # configuration errors surface here, before any work
         if not cfg.models:
             raise ConfigError("no model given")
@@ -174,6 +209,12 @@ class Runner:
         self.protocol_name = self.prompt_set.protocol if self.prompt_set else str(self.protocol)
         self._matched: dict = {}  # (dataset, image id) -> {object id: PromptRow} (detections: matched once per image)
         self._prompt_writer = None
+        # records are keyed by dataset name, so the resume guard compares content per name: another spelling of
+        # the same path (a trailing /, NAME= set to the default name) is the same dataset
+        fps = (cfg.extra or {}).get("dataset_fingerprints") or {}
+        by_name = {d.name: fps[spec] for spec, d in zip(cfg.datasets, self.datasets) if spec in fps}
+        if by_name:
+            cfg.extra = {**cfg.extra, "dataset_fingerprints_by_name": by_name}
         self.models = []
         self.resolutions: dict[str, dict] = {}  # model label -> which weights its name meant here, and why
         for spec in cfg.models:
@@ -258,7 +299,11 @@ class Runner:
         selection is a configuration error, raised before run.json is written."""
         sel = self.cfg.selection()
         done = {}  # key -> earlier status; failed records are redone with --retry-failed
-        for r in read_rows(self.run_dir) if self.run_dir.exists() else []:
+        try:
+            earlier = read_rows(self.run_dir) if self.run_dir.exists() else []
+        except ValueError as e:  # another schema, a damaged part file: named, before any work
+            raise ConfigError(f"cannot resume {self.run_dir}: {e}") from None
+        for r in earlier:
             if not (self.cfg.retry_failed and r["status"] == STATUS_FAILED):
                 done[key_of(r)] = r["status"]
         selections = {}
@@ -268,8 +313,11 @@ class Runner:
             if selected == 0:
                 parts = {**ds.skipped, **counts}
                 why = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in parts.items()) or "the file holds no object"
+                split_hint = ""
+                if counts.get("other_split") or ds.skipped.get("other_split"):
+                    split_hint = f"; the objects are in another split: DIR#all runs every split, DIR#SPLIT one of them"
                 raise ConfigError(f"dataset {ds.name}: the selection is empty ({ds.num_annotations()} objects in the "
-                                  f"file; {why}); check --limit, --min-area/--max-area and the split (#SPLIT)")
+                                  f"file; {why}); check --limit, --min-area/--max-area and the split (#SPLIT){split_hint}")
             selections[ds.name] = (chosen, counts)
         work = []
         for model in self.models:
@@ -295,14 +343,24 @@ class Runner:
             prev = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         except (OSError, ValueError) as e:
             raise ConfigError(f"{meta_path} is unreadable ({e}); choose another --run or delete the folder") from None
+        if not isinstance(prev, dict):
+            raise ConfigError(f"{meta_path} holds a json {type(prev).__name__}, not a run description; choose another "
+                              "--run or delete the folder")
         if prev:  # one protocol per run folder: runs with different prompts are never averaged together
             old = (prev.get("prompts") or {}).get("protocol", pp.ORACLE) if isinstance(prev.get("prompts"), dict) else pp.ORACLE
             if old != self.protocol_name:
                 raise ConfigError(f"run folder {self.run_dir} holds records made with prompts {old!r}, this run uses "
                                   f"{self.protocol_name!r}; choose another --run (runs with different prompts are "
                                   "never mixed)")
-        old_fp = (prev.get("settings", {}).get("extra") or {}).get("dataset_fingerprints") or {}
-        new_fp = (self.cfg.extra or {}).get("dataset_fingerprints") or {}
+        settings = prev.get("settings") if isinstance(prev.get("settings"), dict) else {}
+        extra = settings.get("extra") if isinstance(settings.get("extra"), dict) else {}
+        old_fp = extra.get("dataset_fingerprints_by_name")
+        if not isinstance(old_fp, dict):  # older run.json: fingerprints by spec; the datasets list gives the names
+            by_spec = extra.get("dataset_fingerprints") if isinstance(extra.get("dataset_fingerprints"), dict) else {}
+            specs = settings.get("datasets") if isinstance(settings.get("datasets"), list) else []
+            descs = prev.get("datasets") if isinstance(prev.get("datasets"), list) else []
+            old_fp = {d.get("name"): by_spec[s] for s, d in zip(specs, descs) if isinstance(d, dict) and s in by_spec}
+        new_fp = (self.cfg.extra or {}).get("dataset_fingerprints_by_name") or {}
         changed = sorted(d for d in set(old_fp) & set(new_fp) if old_fp[d] != new_fp[d])
         if changed:
             raise ConfigError(f"run folder {self.run_dir} holds records of a different version of dataset(s) {changed} "
@@ -310,6 +368,7 @@ class Runner:
 
     def prepare(self):
         """Every check that can stop the run, then the work list; nothing is written yet."""
+        check_writable(self.run_dir)
         self.check_resume()
         return self.plan()
 
@@ -354,7 +413,12 @@ class Runner:
             entry = registry.get(self.label(m))
             d.update(registry_name=entry.name, description=entry.description, convention=entry.convention)
         except (registry.ModelError, ValueError):
-            d.update(registry_name=None, description="a model object passed in by the caller")
+            try:  # relabelled by its weights file (benchmark.models.relabel_by_weights): the architecture's entry
+                entry = registry.get(registry.split_name(self.label(m))[0])
+                d.update(registry_name=self.label(m), convention=entry.convention,
+                         description=f"{entry.model} with the weights file {m.weights_id}")
+            except (registry.ModelError, ValueError):
+                d.update(registry_name=None, description="a model object passed in by the caller")
         return d
 
     # ------------------------------------------------------------------ run
@@ -392,6 +456,8 @@ class Runner:
         self.warm_up(work)
         from tqdm.auto import tqdm
 
+        for p in stale_tmp_files(self.run_dir / "records", STALE_TMP_SECONDS) + stale_tmp_files(self.run_dir, STALE_TMP_SECONDS):
+            p.unlink(missing_ok=True)  # temp files of a killed invocation (kill -9)
         k, n = self.cfg.shard
         bar = tqdm(total=total, unit="obj", disable=not self.cfg.progress, dynamic_ncols=True, desc="benchmark")
         with RecordWriter(self.run_dir, tag=f"s{k}of{n}", flush_every=self.cfg.flush_every) as writer, \
@@ -419,17 +485,50 @@ class Runner:
         return self._base(model, ds, entry, object_id, status=STATUS_FAILED, reason=reason, **kw)
 
     def run_image(self, model, ds, entry, todo) -> list[dict]:
+        """Every selected object of one image: the image decoded and set once, masks decoded and predicted in
+        batches of at most MASK_BUDGET_PIXELS pixels (one batch for all but huge object counts)."""
         rows = []
         ids = [o.object_id for o in todo]
         t0 = time.perf_counter()
         try:
             image = ds.load_image(entry)
             image = model_registry.check_image(image, f"image {entry.image_id}")
-            masks = ds.load_masks(entry, ids)
         except Exception as e:  # whatever the adapter raises costs only this image's objects
             msg = str(e) if isinstance(e, (ItemError, ValueError, TypeError)) else f"{type(e).__name__}: {e}"
             return [self._failed(model, ds, entry, oid, f"image: {msg}") for oid in ids]
         h, w = image.shape[:2]
+        t_image = time.perf_counter() - t0
+        step = max(1, MASK_BUDGET_PIXELS // (h * w))
+        ok_rows, phase_sets, image_state = [], [], {}
+        for start in range(0, len(ids), step):
+            batch = ids[start:start + step]
+            share = t_image * len(batch) / len(ids)  # the image's decoding, shared by the batches
+            out = self._run_batch(model, ds, entry, image, batch, share, image_state)
+            if out is None:  # set_image failed: every remaining object fails with that reason
+                reason = image_state["set_error"]
+                rows += [self._failed(model, ds, entry, oid, reason, width=w, height=h) for oid in ids[start:]]
+                break
+            rows += out[0]
+            ok_rows += out[1]
+            phase_sets += out[2]
+        if ok_rows:  # per-image figures over every batch of the image
+            k = image_state["k"]  # objects given to the model, as in a single batch
+            per_image = amortised(phase_sets, image_state["after_set"], image_state["wall_set"], k)
+            for r in ok_rows:
+                r["time_amortised"], r["objects_in_image"] = per_image, k
+        return rows + ok_rows
+
+    def _run_batch(self, model, ds, entry, image, ids, t_image_share, state):
+        """(failed rows, ok rows, [(None, None, phases, tokens)] of the predictions) for one batch of objects;
+        None when set_image raised (the reason is in state["set_error"])."""
+        rows, ok_rows = [], []
+        h, w = image.shape[:2]
+        t0 = time.perf_counter()
+        try:
+            masks = ds.load_masks(entry, ids)
+        except Exception as e:
+            msg = str(e) if isinstance(e, (ItemError, ValueError, TypeError)) else f"{type(e).__name__}: {e}"
+            return [self._failed(model, ds, entry, oid, f"image: {msg}", width=w, height=h) for oid in ids], [], []
         sel = self.cfg.selection()
         oracle, gts_of = {}, {}
         for op in prompts_from_masks(masks, ids, (h, w), entry.image_id):
@@ -462,23 +561,25 @@ class Runner:
             prompts.append(row.prompt)
             objs.append(oid)
             gts.append(m)
-        t_data = time.perf_counter() - t0
+        del masks
+        t_data = t_image_share + time.perf_counter() - t0
         if not objs:
-            return rows
+            return rows, [], []
         k = len(objs)
+        state["k"] = state.get("k", 0) + k
 
-        # one set_image, one predict for the whole image
-        try:
-            t1 = time.perf_counter()
-            model.set_image(image)
-            wall_set = time.perf_counter() - t1
-            after_set = dict(getattr(model, "timings", {}) or {})
-        except Exception as e:
-            reason = f"set_image raised {type(e).__name__}: {e}"
-            return rows + [self._failed(model, ds, entry, oid, reason, width=w, height=h) for oid in objs]
+        if "after_set" not in state:  # one set_image per image, at its first batch with work
+            try:
+                t1 = time.perf_counter()
+                model.set_image(image)
+                state["wall_set"] = time.perf_counter() - t1
+                state["after_set"] = dict(getattr(model, "timings", {}) or {})
+            except Exception as e:
+                state["set_error"] = f"set_image raised {type(e).__name__}: {e}"
+                return None
+        after_set, wall_set = state["after_set"], state["wall_set"]
 
         results = self._predict_all(model, prompts, after_set, wall_set, k)
-        per_image = amortised(results, after_set, wall_set, k)
         for oid, gt, prompt, (pred, err, phases, tokens) in zip(objs, gts, prompts, results):
             box = prompt.box_xyxy
             common = dict(width=w, height=h, box_x0=box[0], box_y0=box[1], box_x1=box[2], box_y1=box[3],
@@ -501,11 +602,12 @@ class Runner:
                 reason = f"IoU n/a: weights {model.weights_id!r} (untrained or no model)"
             common.pop("area_px"), common.pop("area_ratio")
             self.counters.add("ok", 1, self.where(model, ds))
-            rows.append(self._base(model, ds, entry, oid, status=STATUS_OK, reason=reason,
-                                   iou=met["iou"], boundary_iou=met["boundary_iou"], pred_area_px=met["pred_area_px"],
-                                   area_px=prompt.area, area_ratio=prompt.area / (h * w), time_object=t_obj,
-                                   time_amortised=per_image, tokens=tokens, **self.settings_of(model), **common, **times))
-        return rows
+            ok_rows.append(self._base(model, ds, entry, oid, status=STATUS_OK, reason=reason,
+                                      iou=met["iou"], boundary_iou=met["boundary_iou"], pred_area_px=met["pred_area_px"],
+                                      area_px=prompt.area, area_ratio=prompt.area / (h * w), time_object=t_obj,
+                                      time_amortised=None, tokens=tokens, **self.settings_of(model), **common, **times))
+        # keep only the timings: the predicted masks of this batch are freed before the next one
+        return rows, ok_rows, [(None, err, phases, None) for (_, err, phases, _) in results]
 
     def prompts_for(self, ds, entry, oracle: dict) -> dict:
         """{object id: PromptRow, None (replay: not in the set) or an error text} for the oracle prompts of one

@@ -63,9 +63,9 @@ def ci_table(df, seed: int = 0) -> Table:
             if not len(v):
                 continue
             lo, hi = bootstrap_mean_ci(v, _rng(seed, "ci", m, w, d))
-            rows.append([labels[(m, w)], d, str(len(v)), f"{100 * v.mean():.2f}", f"[{100 * lo:.2f}, {100 * hi:.2f}]"])
+            rows.append([labels[(m, w)], f"{100 * v.mean():.2f}", f"[{100 * lo:.2f}, {100 * hi:.2f}]", d, str(len(v))])
     return Table("ci", f"Mean IoU (%) with bootstrap 95 % intervals ({N_BOOT} resamples)",
-                 ["Model", "Dataset", "Objects", "Mean IoU", "95 % CI"], rows)
+                 ["Model", "Mean IoU", "95 % CI", "Dataset", "Objects"], rows, main=1)  # results first
 
 
 def paired_table(df, seed: int = 0) -> Table:
@@ -83,10 +83,11 @@ def paired_table(df, seed: int = 0) -> Table:
                 continue
             diff = (j["iou_a"] - j["iou_b"]).to_numpy(float)
             lo, hi = bootstrap_mean_ci(diff, _rng(seed, "paired", ma, wa, mb, wb, d))
-            rows.append([labels[(ma, wa)], labels[(mb, wb)], d, str(len(diff)), f"{100 * diff.mean():+.2f}",
-                         f"[{100 * lo:+.2f}, {100 * hi:+.2f}]", f"{100 * np.mean(diff > 0):.1f} %"])
+            rows.append([f"{labels[(ma, wa)]} − {labels[(mb, wb)]}", f"{100 * diff.mean():+.2f}",
+                         f"[{100 * lo:+.2f}, {100 * hi:+.2f}]", f"{100 * np.mean(diff > 0):.1f} %", d, str(len(diff))])
+    # one "A − B" column that may wrap, then the results: a phone shows the difference without scrolling
     t = Table("paired", "Paired IoU differences A − B on the same objects (percentage points)",
-              ["A", "B", "Dataset", "Objects", "Mean A − B", "95 % CI", "A better"], rows)
+              ["A − B", "Mean A − B", "95 % CI", "A better", "Dataset", "Objects"], rows, main=1, wrap_first=True)
     if not rows:
         t.notes.append(f"{EMPTY}: fewer than two models with meaningful IoU share objects in this run.")
     return t

@@ -40,6 +40,8 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
+    main: int | None = None  # the column a reader comes for (e.g. the first IoU): must show without scrolling
+    wrap_first: bool = False  # the first column's "A − B" labels go on two lines in HTML
 
     def numeric_columns(self) -> list[bool]:
         """A column is numeric when every body cell reads as a number (the first column is always text)."""
@@ -93,11 +95,17 @@ class Table:
         e = html.escape
         num = self.numeric_columns()
         cls = lambda j: " class='num'" if num[j] else " class='txt'"
-        head = "".join(f"<th scope='col'{cls(j)}>{e(str(h))}</th>" for j, h in enumerate(self.header))
-        body = "".join("<tr>" + "".join(f"<td{cls(j)}>{e(str(c))}</td>" for j, c in enumerate(r)) + "</tr>" for r in self.rows)
+        main = lambda j: " data-main" if j == self.main else ""
+        head = "".join(f"<th scope='col'{cls(j)}{main(j)}>{e(str(h))}</th>" for j, h in enumerate(self.header))
+        def cell(j, c):  # a wrapped first column breaks only between the two labels of "A − B"
+            return "<br>− ".join(e(x) for x in str(c).split(" − ")) if j == 0 and self.wrap_first else e(str(c))
+
+        body = "".join("<tr>" + "".join(f"<td{cls(j)}>{cell(j, c)}</td>" for j, c in enumerate(r)) + "</tr>" for r in self.rows)
         notes = self.notes if notes is None else notes
         li = "".join(f"<li>{e(n)}</li>" for n in notes)
-        return (f"<h3 id='{e(self.name)}'>{e(self.caption)}</h3><div class='scroll'><table class='data'><thead><tr>{head}</tr></thead>"
+        return (f"<h3 id='{e(self.name)}'>{e(self.caption)}</h3>"
+                "<p class='more'>⇆ the table continues to the right: scroll it sideways</p>"
+                f"<div class='scroll'><table class='data'><thead><tr>{head}</tr></thead>"
                 f"<tbody>{body}</tbody></table></div>" + (f"<ul class='notes'>{li}</ul>" if li else ""))
 
 
@@ -188,6 +196,8 @@ def _stats(x: np.ndarray):
 
 def _drop_columns(t: Table, names: list[str]) -> Table:
     keep = [j for j, h in enumerate(t.header) if h not in names]
+    if t.main is not None:
+        t.main = keep.index(t.main) if t.main in keep else None
     t.header = [t.header[j] for j in keep]
     t.rows = [[r[j] for j in keep] for r in t.rows]
     return t
@@ -249,7 +259,9 @@ def iou_table(df, name: str, caption: str, subset=None) -> Table:
             row.append(EMPTY)
         rows.append(row)
     header = ["Model", "Params", "Time mean (ms)", "Time median (ms)", "Amortised (ms)"] + [f"{d} IoU (%)" for d in datasets] + ["Average"]
-    t = Table(name, caption, header, rows, [IOU_NOTE if len(datasets) > 1 else IOU_NOTE.split(";")[0] + ".", TIME_NOTE])
+    order = [0] + list(range(5, len(header))) + [1, 2, 3, 4]  # the results first: a phone shows them without scrolling
+    header, rows = [header[j] for j in order], [[r[j] for j in order] for r in rows]
+    t = Table(name, caption, header, rows, [IOU_NOTE if len(datasets) > 1 else IOU_NOTE.split(";")[0] + ".", TIME_NOTE], main=1)
     drop = [] if amortised_differs else ["Amortised (ms)"]
     if len(datasets) == 1:
         drop.append("Average")  # equal to the one dataset's column
@@ -294,7 +306,7 @@ def size_table(df) -> Table:
             row.append(f"{fmt_iou(*_stats(v))} (n={len(v)})" if len(v) else f"{EMPTY} (n=0)")
         rows.append(row)
     header = ["Model", "Dataset"] + [b[0] for b in SIZE_BINS]
-    t = Table("sizes", "Mean IoU (%) by COCO absolute size", header, rows)
+    t = Table("sizes", "Mean IoU (%) by COCO absolute size", header, rows, main=2)
     return _drop_columns(t, ["Dataset"]) if len(datasets) == 1 else t
 
 

@@ -51,10 +51,10 @@ def object_phases(after_set: dict, after_predict: dict, wall_set: float, wall_pr
 def amortised(results, after_set, wall_set, k) -> float:
     """Model time of the image divided by its objects. One batched call: its image total / k; per-prompt
     calls: set_image once plus every call's predict part."""
-    phases = [r[2] for r in results if r[2]]
+    phases = list({id(r[2]): r[2] for r in results if r[2]}.values())  # one entry per predict call
     if not phases:
         return float("nan")
-    if all(p is phases[0] for p in phases):  # one batched call
+    if len(phases) == 1:  # one batched call
         return phases[0]["_image"] / k
     set_total = sum(float(v) for p, v in after_set.items() if p in MODEL_PHASES) if after_set else wall_set
     return (set_total + sum(p["_image"] - set_total for p in phases)) / k

@@ -164,6 +164,14 @@ def check_finite(sd: Mapping, source: str) -> None:
                                 "the file is damaged or was saved from a diverged run")
 
 
+def _is_float(v) -> bool:
+    return v.is_floating_point() if isinstance(v, torch.Tensor) else np.issubdtype(np.asarray(v).dtype, np.floating)
+
+
+def _dtype_name(v) -> str:
+    return str(v.dtype).replace("torch.", "") if isinstance(v, torch.Tensor) else str(np.asarray(v).dtype)
+
+
 def load_state_dict_checked(model: torch.nn.Module, sd: Mapping, source: str = "weights") -> list[str]:
     """Copy sd into model; raise WeightImportError listing every missing / unexpected / mis-shaped key, or any
     non-finite tensor. Returns the optional keys that were absent (kept at their initial value)."""
@@ -173,8 +181,14 @@ def load_state_dict_checked(model: torch.nn.Module, sd: Mapping, source: str = "
     unexpected = [k for k in sd if k not in own and k not in IGNORED_KEYS]
     shapes = [f"{k}: file {tuple(np.shape(sd[k]))} vs model {tuple(own[k].shape)}"
               for k in own if k in sd and tuple(np.shape(sd[k])) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
+    # a float parameter stored as integers would be cast silently (IoU 0.03): not these weights
+    dtypes = [f"{k}: {_dtype_name(sd[k])}" for k in own if k in sd and own[k].is_floating_point()
+              and not _is_float(sd[k])]
+    if missing or unexpected or shapes or dtypes:
         lines = [f"{source} do not fit {getattr(model, 'name', type(model).__name__)}:"]
+        if dtypes:
+            lines.append(f"  float parameters stored as integers ({len(dtypes)}): " + "; ".join(dtypes[:5])
+                         + (" ..." if len(dtypes) > 5 else ""))
         if missing:
             lines.append(f"  missing ({len(missing)}): " + ", ".join(f"{k} {tuple(own[k].shape)}" for k in missing))
         if unexpected:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -125,10 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def effective_settings(cfg: Config, preset: str, catalog, overrides: dict) -> list[str]:
     """The settings that decide what is rendered, printed at start (presets apply silently otherwise)."""
+    from .assets.objects import split_of
     from .config import area_floor_range
 
     n_avail = catalog.available_categories or len(catalog.categories)
     n_obj = sum(len(v) for v in catalog.objects_by_category.values())
+    pool = catalog.distractor_pool  # every object of the source, all splits
+    n_source, n_source_cats = len(pool), len({o.category for o in pool})
+    in_split = n_source if cfg.split == "all" else sum(
+        1 for o in pool if split_of(o.id, cfg.eval_fraction) == cfg.split)
     why = ""
     if len(catalog.categories) < n_avail and not cfg.categories:
         src = "flag" if overrides.get("num_categories") is not None else f"--preset {preset}"
@@ -136,17 +142,25 @@ def effective_settings(cfg: Config, preset: str, catalog, overrides: dict) -> li
     n_builtin = sum(h.name.startswith("polyhaven/") for h in catalog.hdris)
     lines = [
         f"preset {preset}, dataset {cfg.dataset_name}, {cfg.num_images} images, seed {cfg.seed}, split {cfg.split}",
-        f"objects: source {cfg.object_source}, {len(catalog.categories)} of {n_avail} categories{why}, {n_obj} objects: "
+        f"objects: source {cfg.object_source} holds {n_source} objects in {n_source_cats} categories"
+        + ("" if cfg.split == "all" else
+           f"; split {cfg.split} keeps {in_split} of them (--eval-fraction {cfg.eval_fraction:g}), leaving out "
+           f"{n_source - in_split}: --split all renders every object"),
+        f"rendering {len(catalog.categories)} of {n_avail} categories of the split{why}, {n_obj} objects: "
         + ", ".join(catalog.categories[:12]) + (" ..." if len(catalog.categories) > 12 else ""),
         f"HDRIs: {len(catalog.hdris)} ({n_builtin} built-in, {len(catalog.hdris) - n_builtin} from --hdri-dirs)",
         f"image long side {cfg.min_side}-{cfg.max_side} px, area ratio {cfg.area_ratio_min:g}..{cfg.area_ratio_max:g}, "
         f"samples {cfg.samples_min}-{cfg.samples_max}, {cfg.workers} worker(s)",
     ]
     f_lo, f_hi = area_floor_range(cfg)
-    if f_lo > cfg.area_ratio_min or f_hi > cfg.area_ratio_min:
-        lines.append(f"area floor: --min-pixels {cfg.min_pixels} raises the smallest area ratio to min-pixels/(W*H) = "
-                     f"{f_lo:.2g} ({cfg.max_side}x{cfg.max_side}) .. {f_hi:.2g} (smallest frame), above --area-ratio-min "
-                     f"{cfg.area_ratio_min:g}; lower --min-pixels to reach it")
+    if f_hi > cfg.area_ratio_min:
+        limit_px = cfg.min_pixels / cfg.area_ratio_min  # frames with fewer pixels than this are affected
+        which = ("every frame" if f_lo > cfg.area_ratio_min else
+                 f"frames under {limit_px:,.0f} px (about {limit_px ** 0.5:,.0f}x{limit_px ** 0.5:,.0f}); larger frames "
+                 f"reach --area-ratio-min")
+        lines.append(f"area floor: --min-pixels {cfg.min_pixels} raises the smallest area ratio above --area-ratio-min "
+                     f"{cfg.area_ratio_min:g} on {which}: min-pixels/(W*H) goes from "
+                     f"{max(f_lo, cfg.area_ratio_min):.2g} up to {f_hi:.2g} on the smallest frame; lower --min-pixels to reach it")
     return lines
 
 
@@ -155,19 +169,31 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="objascale: %(message)s")
     from .runner import FatalRunError, merge, prepare, render, run_slurm
 
-    out = Path(args.out)
+    if not args.out.strip():  # an unset $OUT: never render into the current folder
+        print("objascale: configuration error: --out is empty; name the dataset folder", file=sys.stderr)
+        return 2
+    # absolute before any worker starts: workers run in their own processes, and a relative job path would be
+    # looked up from wherever they run
+    out = Path(os.path.abspath(os.path.expanduser(args.out)))
+    existed = out.exists()
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
     try:
         cfg = build_config(args.preset, load_toml(args.config) if args.config else None, overrides)
         if args.status:
-            from .export import write_manifest
+            from .export import status_counts
 
-            print(write_manifest(out, cfg.num_images)["counts"])
+            print(status_counts(out, cfg.num_images))
             return 0
         catalog, _ = prepare(cfg, out, cli={"argv": sys.argv[1:] if argv is None else argv, "preset": args.preset,
                                              "config_file": args.config})
     except ConfigError as e:
         print(f"objascale: configuration error: {e}", file=sys.stderr)
+        if not existed and out.is_dir():  # a configuration error leaves no folder behind
+            for leftover in (out / "logs", out):
+                try:
+                    leftover.rmdir()  # only when empty: nothing else is ever removed
+                except OSError:
+                    pass
         return 2
     for line in effective_settings(cfg, args.preset, catalog, overrides):
         print("objascale: " + line)
@@ -184,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"objascale: {stats['io_failed']} images hit I/O errors and stay pending; rerun the same command "
                           f"to render them")
         summary = merge(cfg, out, catalog.categories)
+        for w in summary.get("warnings", []):
+            print(f"objascale: warning: {w}")
     except FatalRunError as e:
         print(f"objascale: stopped: {e}. Finished images are kept; rerun the same command to continue.", file=sys.stderr)
         return 3

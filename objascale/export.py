@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,6 +29,48 @@ def load_records(root: str | Path, num_images: int) -> tuple[list[dict], dict[in
             except (OSError, ValueError):
                 skipped[i] = {"reason": "skip record unreadable"}
     return done, skipped
+
+
+def status_counts(root: str | Path, num_images: int) -> dict:
+    """{done, skipped, pending} from one listing of records/ (no file opened, no stat per planned image), so
+    `--status` answers at once whatever --num-images says."""
+    import re
+
+    lay = Layout(root)
+    done, skipped = set(), set()
+    if lay.records.is_dir():
+        with os.scandir(lay.records) as it:
+            for e in it:
+                m = re.fullmatch(r"(\d+)(\.skip)?\.json", e.name)
+                if m and int(m.group(1)) < num_images:
+                    (skipped if m.group(2) else done).add(int(m.group(1)))
+    skipped -= done  # a done record wins, as Layout.status says
+    return {"done": len(done), "skipped": len(skipped), "pending": num_images - len(done) - len(skipped)}
+
+
+UPRIGHT_MARGIN = 1.5  # a horizontal extent this much longer than the vertical one, where the category's others stand tall
+
+
+def up_axis_warnings(done: list[dict]) -> list[str]:
+    """Objects that probably lie on their side: in a category whose objects are mostly tallest along the vertical
+    axis, one whose vertical extent is the shortest by UPRIGHT_MARGIN (a Y-up mesh read as Z-up, or the reverse;
+    a mixed pack renders half its objects lying down). Plain Python over the records' extents."""
+    by_cat: dict[str, dict[str, list]] = {}
+    for r in done:
+        ext = r.get("object_extent_file_units")
+        if isinstance(ext, list) and len(ext) == 3 and all(isinstance(v, (int, float)) for v in ext):
+            by_cat.setdefault(r.get("category", "?"), {})[str(r.get("object_id"))] = [ext, r.get("object_up_axis", "")]
+    out = []
+    for cat, objs in sorted(by_cat.items()):
+        tall = [oid for oid, (e, _) in objs.items() if e[2] >= max(e[0], e[1])]
+        if len(objs) < 3 or len(tall) * 2 <= len(objs):
+            continue  # no clear upright majority: nothing to compare with
+        for oid, (e, up) in sorted(objs.items()):
+            if max(e[0], e[1]) > UPRIGHT_MARGIN * e[2] and oid not in tall:
+                out.append(f"object {oid} ({cat}): extent x {e[0]:.3g}, y {e[1]:.3g}, z (up) {e[2]:.3g} while "
+                           f"{len(tall)} of {len(objs)} {cat} objects stand tallest along z: its up axis is probably "
+                           f"wrong (up axis used: {up or 'format default'}; set up_axis Y or Z in the object manifest)")
+    return out
 
 
 def write_manifest(root: str | Path, num_images: int) -> dict:

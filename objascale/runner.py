@@ -129,9 +129,12 @@ class ChunkRunner:
                                      "sweethome3d_cache": self.cfg.sweethome3d_dir or None, "tmp_dir": str(self.lay.tmp)})
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        # Blender's own blender_* temp folders go under the dataset's .tmp/, which the next run clears (kill -9)
+        self.lay.tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(self.lay.tmp)
         log = (self.lay.logs / f"worker-{indices[0]:06d}.log").open("a", buffering=1)
         proc = subprocess.Popen([sys.executable, "-m", self.worker_module, str(job_path)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", env=env, cwd=str(REPO_ROOT))
+                                stderr=subprocess.STDOUT, text=True, errors="replace", env=env, cwd=os.getcwd())  # relative paths as the user gave them
         lines: queue.Queue = queue.Queue()
 
         def pump():
@@ -236,10 +239,13 @@ def merge(cfg: Config, out: Path, catalog_categories: list[str]) -> dict:
             "dataset_name": cfg.dataset_name, "split": cfg.split, "seed": cfg.seed, "config": cfg.to_dict(),
             "version": "1"}
     build_coco(out, cfg.num_images, catalog_categories, info)
+    from .export import load_records, up_axis_warnings
+
+    warnings = up_axis_warnings(load_records(out, cfg.num_images)[0])
     h5 = None
     if cfg.write_hdf5 and manifest["counts"]["done"] > 0:
         h5 = str(write_hdf5(out, cfg.num_images, cfg.dataset_name, cfg.split))
-    return {"manifest_counts": manifest["counts"], "hdf5": h5}
+    return {"manifest_counts": manifest["counts"], "hdf5": h5, "warnings": warnings}
 
 
 def _slurm_shard(cfg_dict: dict, out: str, k: int, n: int) -> dict:

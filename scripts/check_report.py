@@ -9,6 +9,9 @@ emulation (touch, viewport meta honoured) below 600 px. It fails (exit 1) when
     out past the right edge of the screen;
   - the layout viewport is wider than the screen (no <meta name=viewport>: a phone shows the page zoomed out);
   - the console reports an error or a script throws;
+  - a table's main column (the first result column, marked data-main: Table 1's first IoU, the counters' first
+    shard) is not fully inside the first view of its scroll box and the screen: a reader would not know to scroll;
+  - a table wider than its scroll box does not say so (its "table continues" line is hidden);
 and prints each defect with a CSS path to the element. Screenshots (the first screen and the whole page)
 are saved as DIR/report-<width>px[-full].png; the load time is printed.
 
@@ -59,6 +62,25 @@ CHECK_JS = r"""
       out.clipped.push({el: path(e), text: e.innerText.trim().slice(0, 60), scrollWidth: e.scrollWidth, clientWidth: e.clientWidth});
     if (ownText(e) && !scroll && r.right > vw + 1)
       out.offscreen.push({el: path(e), text: e.innerText.trim().slice(0, 60), right: Math.round(r.right)});
+  }
+  out.hidden_main = []; out.silent_scroll = [];
+  const title = box => { for (let e = box; e; e = e.previousElementSibling) if (/^H[1-4]$/.test(e.tagName)) return e.innerText.trim().slice(0, 50);
+      return path(box); };
+  for (const tbl of document.querySelectorAll('table')) {
+    const ths = [...tbl.querySelectorAll('thead th')];
+    // the main column: marked data-main, else (reports made before the marker) the first IoU column
+    const th = tbl.querySelector('th[data-main]') || ths.find(t => /IoU/.test(t.innerText));
+    if (!th) continue;
+    const box = th.closest('.scroll'), r = th.getBoundingClientRect();
+    const right = Math.min(vw, box ? box.getBoundingClientRect().right : vw);
+    if (r.right > right + 1) out.hidden_main.push({el: box ? title(box) : path(th), text: th.innerText.trim().slice(0, 40),
+        right: Math.round(r.right), visible_to: Math.round(right)});
+  }
+  for (const box of document.querySelectorAll('.scroll')) {
+    if (box.scrollWidth <= box.clientWidth + 1) continue;
+    const hint = box.previousElementSibling;
+    if (!hint || !hint.classList.contains('more') || getComputedStyle(hint).display === 'none')
+      out.silent_scroll.push({el: title(box), scrollWidth: box.scrollWidth, clientWidth: box.clientWidth});
   }
   out.overflow = out.overflow.slice(0, 20);
   return JSON.stringify(out);
@@ -181,6 +203,11 @@ def defects(res: dict, width: int) -> list[str]:
         out.append(f"clipped text in {c['el']}: {c['text']!r} ({c['scrollWidth']} px in {c['clientWidth']} px)")
     for c in res["offscreen"][:10]:
         out.append(f"text past the right edge in {c['el']}: {c['text']!r} (right edge {c['right']} px)")
+    for c in res.get("hidden_main", [])[:10]:
+        out.append(f"main column {c['text']!r} outside the first view: {c['el']!r} (right edge {c['right']} px, "
+                   f"visible to {c['visible_to']} px)")
+    for c in res.get("silent_scroll", [])[:10]:
+        out.append(f"table scrolls without saying so: {c['el']!r} ({c['scrollWidth']} px in {c['clientWidth']} px)")
     out += res["errors"]
     return out
 

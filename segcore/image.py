@@ -2,7 +2,12 @@
 
 Every decoder here returns RGB uint8 HWC. Images stored with more than 8 bits per sample (16-bit PNG/TIFF,
 common in microscopy and depth data) are scaled by their own bit depth, never clipped: PIL's convert("RGB")
-clips a 16-bit value to 255, which turns almost every pixel white.
+clips a 16-bit value to 255, which turns almost every pixel white. Integer images deeper than 16 bits (32-bit
+TIFF) hold measurements, not display values: they are stretched over their own range (min..max), since a scale
+by 2^32 − 1 turns them black.
+
+JPEG data is decoded strictly (simplejpeg, libjpeg-turbo): libjpeg's "Corrupt JPEG data" warnings, which PIL
+drops while it fills the damaged part with garbage, fail the image with the reason.
 """
 from __future__ import annotations
 
@@ -40,6 +45,15 @@ def _scale_to_uint8(values: np.ndarray, bits: int) -> np.ndarray:
     return ((v * 255 + top // 2) // top).astype(np.uint8)
 
 
+def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Integers of any range -> uint8 by (v − min)·255/(max − min), rounded; a constant image -> 0."""
+    v = values.astype(np.int64)
+    lo, hi = (int(v.min()), int(v.max())) if v.size else (0, 0)
+    if hi == lo:
+        return np.zeros(v.shape, np.uint8)
+    return (((v - lo) * 510 + (hi - lo)) // (2 * (hi - lo))).astype(np.uint8)  # round half up
+
+
 def _pil_bits(im) -> int | None:
     """Bits per sample of a PIL image in a 32-bit integer mode ('I'), from the file's own header when known."""
     if im.format == "PNG":  # PNG has at most 16 bits per sample; older Pillow opens 16-bit grey as 'I'
@@ -66,7 +80,10 @@ def pil_to_rgb8(im, what: str) -> np.ndarray:
                             "convert it to 8 or 16 bits")
         if arr.size and arr.min() < 0:
             raise ItemError(f"{what}: integer image with negative values; convert it to unsigned 8 or 16 bits")
-        grey = _scale_to_uint8(np.minimum(arr.astype(np.int64), (1 << bits) - 1), bits)
+        if bits > 16:  # not a display depth: the data's own range
+            grey = _stretch_to_uint8(arr)
+        else:
+            grey = _scale_to_uint8(np.minimum(arr.astype(np.int64), (1 << bits) - 1), bits)
     elif mode == "F":
         raise ItemError(f"{what}: floating-point image (mode F) has no defined value range; convert it to 8 or 16 bits")
     else:  # 8-bit modes; Pillow itself reduces 16-bit RGB(A) PNGs to 8 bits per channel by their high byte
@@ -94,12 +111,40 @@ def array_to_rgb8(arr: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(out[:, :, :3])
 
 
+JPEG_MAGIC = b"\xff\xd8"
+
+
+def decode_jpeg_strict(data: bytes, what: str) -> np.ndarray | None:
+    """RGB uint8 HWC from JPEG bytes with every libjpeg warning an ItemError; None when simplejpeg is missing or
+    the colour space is one it does not convert (CMYK/YCCK: PIL decodes those). Pixels equal PIL's (both
+    libjpeg-turbo, islow DCT, fancy upsampling)."""
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    try:
+        _, _, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as e:
+        raise ItemError(f"{what}: cannot decode JPEG ({e})") from None
+    if str(colorspace).upper() in ("CMYK", "YCCK"):
+        return None
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError as e:
+        raise ItemError(f"{what}: damaged JPEG data ({e}); not scored") from None
+
+
 def decode_image_bytes(data: bytes, what: str) -> np.ndarray:
-    """JPEG/PNG/TIFF bytes -> RGB uint8 HWC with PIL; raises ItemError naming `what` on failure."""
+    """JPEG/PNG/TIFF bytes -> RGB uint8 HWC (JPEG strictly, others with PIL); ItemError naming `what` on failure."""
     import io
 
     from PIL import Image
 
+    data = bytes(data)
+    if data[:2] == JPEG_MAGIC:
+        out = decode_jpeg_strict(data, what)
+        if out is not None:
+            return out
     try:
         with Image.open(io.BytesIO(bytes(data))) as im:
             return pil_to_rgb8(im, what)
@@ -113,6 +158,14 @@ def read_image_file(path, what: str | None = None) -> np.ndarray:
     from PIL import Image
 
     what = what or str(path)
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) == JPEG_MAGIC:
+                out = decode_jpeg_strict(JPEG_MAGIC + f.read(), f"{what} ({path})")
+                if out is not None:
+                    return out
+    except OSError as e:
+        raise ItemError(f"{what}: cannot read image {path} ({type(e).__name__}: {e})") from None
     try:
         with Image.open(path) as im:
             return pil_to_rgb8(im, f"{what} ({path})")

@@ -136,7 +136,7 @@ class RecordWriter:
 
 
 def write_csv(path, rows: Iterable[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:  # unique temp name (segcore.atomic)
         w = csv.writer(f)
         w.writerow(COLUMNS)
         for r in rows:
@@ -145,14 +145,38 @@ def write_csv(path, rows: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def _parse(v: str, t):
+class RecordsError(ValueError):
+    """A records file that cannot be read as this schema: one line naming the file (and row) and the cause."""
+
+
+def _parse(v: str, t, col: str = "?"):
     if v == "":
         return float("nan") if t is float else None
-    if t is float:
-        return float(v)
-    if t is int:
-        return int(float(v))
+    try:
+        if t is float:
+            return float(v)
+        if t is int:
+            x = float(v)
+            if not math.isfinite(x) or x != int(x):
+                raise ValueError
+            return int(x)
+    except ValueError:
+        raise RecordsError(f"column {col}: {v[:40]!r} is not {'a number' if t is float else 'an integer'}") from None
     return v
+
+
+_LOCKS: dict = {}
+
+
+def run_lock(run_dir, timeout: float = 900.0):
+    """The run folder's merge lock (filelock, reentrant within a process): merges and reports of one run take
+    turns, so no merger reads a records.csv another is replacing or deletes parts another has not folded in."""
+    from filelock import FileLock
+
+    path = str(Path(run_dir).resolve() / ".merge.lock")
+    if path not in _LOCKS:
+        _LOCKS[path] = FileLock(path, timeout=timeout)
+    return _LOCKS[path]
 
 
 def record_files(run_dir) -> list[Path]:
@@ -168,17 +192,39 @@ def read_rows(run_dir) -> list[dict]:
     """All rows of a run, later files winning for a repeated key (a retried object replaces its failure)."""
     rows: dict[tuple, dict] = {}
     for path in record_files(run_dir):
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = set(COLUMNS) - set(reader.fieldnames or []) - set(SETTINGS_COLUMNS) - set(V4_COLUMNS)
-            if missing:
-                raise ValueError(f"{path}: not a records file of schema v{SCHEMA_VERSION} (missing {sorted(missing)})")
-            for raw in reader:
-                row = {c: _parse(raw.get(c) or "", TYPES[c]) for c in COLUMNS}
-                if row["schema_version"] not in READABLE_VERSIONS:
-                    raise ValueError(f"{path}: schema v{row['schema_version']}, this code reads v{READABLE_VERSIONS}")
-                rows[key_of(row)] = row
+        for row in _read_file(path):
+            rows[key_of(row)] = row
     return list(rows.values())
+
+
+def _read_file(path: Path) -> list[dict]:
+    """The rows of one records file; RecordsError naming the file (and line) for anything that is not one."""
+    out = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM added by a spreadsheet is read past
+            reader = csv.DictReader(f)
+            if not reader.fieldnames:
+                raise RecordsError(f"{path}: empty records file (no header); delete it if it is a leftover")
+            missing = set(COLUMNS) - set(reader.fieldnames) - set(SETTINGS_COLUMNS) - set(V4_COLUMNS)
+            if missing:
+                raise RecordsError(f"{path}: not a records file of schema v{SCHEMA_VERSION} (missing columns "
+                                   f"{sorted(missing)[:6]}{' ...' if len(missing) > 6 else ''})")
+            for raw in reader:
+                try:
+                    row = {c: _parse(raw.get(c) or "", TYPES[c], c) for c in COLUMNS}
+                except RecordsError as e:
+                    raise RecordsError(f"{path} line {reader.line_num}: {e}") from None
+                if row["schema_version"] not in READABLE_VERSIONS:
+                    raise RecordsError(f"{path} line {reader.line_num}: schema v{row['schema_version']}, this code "
+                                       f"reads v{', v'.join(map(str, READABLE_VERSIONS))}")
+                out.append(row)
+    except UnicodeDecodeError:
+        raise RecordsError(f"{path}: binary data, not a CSV records file") from None
+    except csv.Error as e:
+        raise RecordsError(f"{path}: not a CSV records file ({e})") from None
+    except OSError as e:
+        raise RecordsError(f"{path}: cannot be read ({e.strerror or e})") from None
+    return out
 
 
 def read_frame(run_dir):
@@ -202,12 +248,14 @@ def done_keys(run_dir, retry_failed: bool = False) -> set[tuple]:
 
 
 def merge(run_dir) -> int:
-    """Fold all part files (from every shard) into records.csv, then delete the parts. Returns the row count."""
+    """Fold all part files (from every shard) into records.csv, then delete the parts. Returns the row count.
+    Holds the run's lock: a concurrent merge waits, then finds the parts gone and the rows in records.csv."""
     run_dir = Path(run_dir)
-    parts = sorted((run_dir / "records").glob("part-*.csv")) if (run_dir / "records").is_dir() else []
-    rows = read_rows(run_dir)
-    rows.sort(key=lambda r: (r["model"], r["weights_id"], r["dataset"], r["image_id"], r["object_id"]))
-    write_csv(run_dir / "records.csv", rows)
-    for p in parts:  # only after records.csv holds their rows
-        p.unlink()
+    with run_lock(run_dir):
+        parts = sorted((run_dir / "records").glob("part-*.csv")) if (run_dir / "records").is_dir() else []
+        rows = read_rows(run_dir)
+        rows.sort(key=lambda r: (r["model"], r["weights_id"], r["dataset"], r["image_id"], r["object_id"]))
+        write_csv(run_dir / "records.csv", rows)
+        for p in parts:  # only after records.csv holds their rows
+            p.unlink(missing_ok=True)
     return len(rows)

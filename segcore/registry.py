@@ -41,7 +41,10 @@ def with_mode(name: str, mode: str | None) -> str:
 def weights_as_tag(name: str, weights):
     """`--weights authors` (a bare word, not a file or "random") on an untagged name means the tag: the same as
     `name.authors`. Returns (name, weights) with the tag moved into the name."""
-    if isinstance(weights, str) and "." not in name and not any(c in weights for c in "/\\.") and weights != "random":
+    import os
+
+    if (isinstance(weights, str) and "." not in name and not any(c in weights for c in "/\\.") and weights != "random"
+            and not os.path.isfile(weights)):  # an existing file named like a tag (`--weights myweights`) is the file
         return f"{name}.{weights}", None
     return name, weights
 

@@ -83,10 +83,32 @@ def _why(e: Exception) -> str:
     return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
 
 
+MAX_INFLATION = 4.0  # torch.save stores zip members uncompressed: a real file inflates by ~1x, a bomb by 1000x
+
+
+def check_zip_size(path: str | os.PathLike) -> None:
+    """UnsafeFileError when a zip-format weights file would inflate far beyond its own size, read from the zip's
+    directory before a byte is decompressed (a 2 MB file can hold 5 GB of zeros)."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as z:
+            total = sum(i.file_size for i in z.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # torch.load names what is wrong with it
+    size = os.path.getsize(path)
+    if total > MAX_INFLATION * size + (1 << 20):
+        raise UnsafeFileError(f"{path}: its zip members inflate to {total / 2**20:.0f} MiB from {size / 2**20:.1f} MiB "
+                              f"(more than {MAX_INFLATION:g}x; torch.save stores them uncompressed): refused before reading")
+
+
 def safe_torch_load(path: str | os.PathLike):
     """Load a .pt/.pth/.ckpt on CPU without executing anything from the file."""
     import torch
 
+    check_zip_size(path)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -450,3 +450,461 @@ def test_item14_lvis_missing_image_names_every_path_tried(tmp_path):
               tmp_path / "000000000042.jpg", tmp_path / "val2017" / "000000000042.jpg"):
         assert str(p) in msg
     assert "coco_url http://images.cocodataset.org/val2017/000000000042.jpg" in msg
+
+
+# ================================================================= round two (issue 23)
+# Each test names the issue-23 item it covers; each fails on the code before the fix.
+
+def _run_with_records(tmp_path, name="run"):
+    """A finished oracle-box run under tmp_path/r/<name> (2 objects), without report."""
+    root = good_dataset(tmp_path / "ds")
+    assert cli(tmp_path, "--data", str(root), "--run", name, "--no-report") == 0
+    return root, tmp_path / "r" / name
+
+
+def test_r2_item1_latest_never_deletes_a_real_folder(tmp_path):
+    from benchmark.report import make_report
+
+    root, run = _run_with_records(tmp_path)
+    real = tmp_path / "r" / "latest"
+    real.mkdir()
+    (real / "precious.txt").write_text("user data")
+    make_report(run)  # latest is a real folder: left as it is
+    assert (real / "precious.txt").read_text() == "user data" and not real.is_symlink()
+    assert (run / "report.html").is_file()
+    real2 = tmp_path / "copied" / "latest"  # a run folder that is itself called latest (a tree copied without links)
+    real2.mkdir(parents=True)
+    for f in run.iterdir():
+        if f.is_file():
+            (real2 / f.name).write_bytes(f.read_bytes())
+    import shutil
+    shutil.copytree(run / "records", real2 / "records")
+    assert subprocess.run([sys.executable, "-m", "benchmark.report", str(real2), "--merge"], cwd=ROOT, capture_output=True).returncode == 0
+    assert (real2 / "records.csv").is_file() and (real2 / "run.json").is_file()
+    # --run latest and --run . are refused before any work; nothing is deleted
+    for bad in ("latest", ".", "..", "a/b"):
+        assert cli(tmp_path, "--data", str(root), "--run", bad) == 2, bad
+    assert (real / "precious.txt").is_file() and (run / "run.json").is_file()
+    # report of results/latest when it is our symlink: the run stays, the link still points at it
+    real.joinpath("precious.txt").unlink()
+    real.rmdir()
+    make_report(run)
+    assert real.is_symlink() and real.resolve() == run.resolve()
+    make_report(real)
+    assert real.is_symlink() and real.resolve() == run.resolve() and (run / "run.json").is_file()
+
+
+def test_r2_item2_merge_uses_unique_temps_and_a_lock(tmp_path):
+    from segcore.records import merge, run_lock
+
+    _, run = _run_with_records(tmp_path)
+    (run / ".records.csv.tmp").mkdir()  # a fixed temp name in use (another merger's): the write must not need it
+    assert merge(run) == 2 and len(read_rows(run)) == 2
+    # a merge waits for the run's lock held by another process's merge
+    lock = run_lock(run)
+    lock.acquire()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "benchmark.report", str(run), "--merge", "--no-latest"], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        import time
+        time.sleep(3.0)
+        assert p.poll() is None  # still waiting
+    finally:
+        lock.release()
+    assert p.wait(timeout=300) == 0
+
+
+def test_r2_item2_concurrent_merges_keep_every_row(tmp_path):
+    from segcore.records import make_row, write_csv
+
+    run = tmp_path / "run"
+    (run / "records").mkdir(parents=True)
+    for k in range(9):  # 27 rows in 9 part files, as three shards would leave them
+        rows = [make_row(model="m", weights_id="w", num_parameters=1, dataset="d", image_id=str(k), object_id=f"{k}-{j}",
+                         status="ok", iou=0.5, area_px=10, area_ratio=0.1, width=10, height=10) for j in range(3)]
+        write_csv(run / "records" / f"part-s{k}-{k:06d}.csv", rows)
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmark.report", str(run), "--merge", "--no-latest"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    assert len(read_rows(run)) == 27 and not list((run / "records").glob("part-*.csv"))
+    assert not [p for p in run.rglob("*.tmp")]
+
+
+SLOW_RUN = textwrap.dedent("""
+    import sys, time
+    from segcore import registry
+    from benchmark.models import OracleBoxSegmenter
+    class Slow(OracleBoxSegmenter):
+        name = "slow"
+        def set_image(self, image):
+            time.sleep(0.15)
+            super().set_image(image)
+    registry.register(registry.ModelEntry("slow", "", lambda entry, weights=None, **_: Slow()))
+    from benchmark.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_r2_item3_a_signal_flushes_buffered_rows_and_says_how_to_resume(tmp_path, sig):
+    import signal
+    import time
+
+    h, w = 20, 30
+    rng = np.random.default_rng(0)
+    root = write_coco(tmp_path / "ds", [({"id": i, "file_name": f"{i}.png", "width": w, "height": h},
+                                         rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for i in range(1, 61)],
+                      [ann(i, i, rle(box_mask(h, w, 2 + i % 9, 9 + i % 9, 3, 14))) for i in range(1, 61)])
+    p = subprocess.Popen([sys.executable, "-c", SLOW_RUN, "--model", "slow", "--data", str(root), "--results",
+                          str(tmp_path / "r"), "--run", "x", "--no-progress", "--warmup", "0", "--no-report"],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 120
+    while not (tmp_path / "r" / "x" / "run.json").is_file() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)  # ~13 objects done, all still in the writer's buffer (flush every 200)
+    p.send_signal(getattr(signal, sig))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "rerun the same command to resume" in err
+    rows = read_rows(tmp_path / "r" / "x")
+    assert len(rows) >= 5, (len(rows), err)
+    # the rerun resumes: every object ends with one record
+    rc = subprocess.run([sys.executable, "-c", SLOW_RUN, "--model", "slow", "--data", str(root), "--results",
+                         str(tmp_path / "r"), "--run", "x", "--no-progress", "--warmup", "0", "--no-report"],
+                        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
+    assert rc == 0 and len(read_rows(tmp_path / "r" / "x")) == 60
+
+
+def _jpeg_bytes(seed=0, h=120, w=160):
+    import io
+    rng = np.random.default_rng(seed)
+    img = np.asarray(Image.fromarray(rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h)))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95)
+    return img, buf.getvalue()
+
+
+def test_r2_item5_damaged_jpeg_fails_the_image_with_the_reason(tmp_path):
+    _, good = _jpeg_bytes()
+    bad = bytearray(good)
+    mid = len(bad) // 2
+    bad[mid:mid + 2048] = bytes(2048)  # zeroed inside the entropy-coded data
+    cut = bytes(good[: len(good) * 2 // 3]) + b"\xff\xd9"  # a cut segment
+    for data in (bytes(bad), cut):
+        with pytest.raises(ItemError, match="Corrupt JPEG data"):
+            decode_image_bytes(data, "x")
+    decode_image_bytes(good, "x")  # intact data decodes
+    h, w = 120, 160
+    images = [({"id": 1, "file_name": "good.jpg", "width": w, "height": h}, None),
+              ({"id": 2, "file_name": "bad.jpg", "width": w, "height": h}, None)]
+    root = write_coco(tmp_path / "ds", images, [ann(1, 1, rle(box_mask(h, w, 10, 50, 10, 60))),
+                                                  ann(2, 2, rle(box_mask(h, w, 10, 50, 10, 60)))])
+    (root / "images" / "good.jpg").write_bytes(good)
+    (root / "images" / "bad.jpg").write_bytes(bytes(bad))
+    c = Runner(RunConfig(models=["oracle-box"], datasets=[str(root)], run_dir=str(tmp_path / "run"), warmup=0, progress=False)).run()
+    by = {r["object_id"]: r for r in read_rows(tmp_path / "run")}
+    assert c.ok == 1 and c.failed == 1 and by["2"]["status"] == "failed" and "Corrupt JPEG data" in by["2"]["reason"]
+
+
+def test_r2_item5_hdf5_rows_carry_a_checksum_the_reader_checks(tmp_path):
+    import h5py
+    from segcore.datasets import FlipHdf5Dataset, write_flip_hdf5
+
+    img = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    path = tmp_path / "a.hdf5"
+    write_flip_hdf5(path, [img, img], [[box_mask(40, 50, 5, 20, 5, 30)], [box_mask(40, 50, 5, 20, 5, 30)]])
+    with h5py.File(path, "a") as f:
+        assert "rgb_images_sha256" in f and "instance_masks_sha256" in f
+        row = f["rgb_images"][1].copy()
+        row[200:260] = 0  # a run of zero bytes: may decode without any warning
+        f["rgb_images"][1] = row
+        m = f["instance_masks"][1].copy()
+        m[-20:-16] ^= 0xFF
+        f["instance_masks"][1] = m
+    ds = FlipHdf5Dataset(path)
+    e0, e1 = ds.index()
+    ds.load_image(e0)
+    with pytest.raises(ItemError, match="sha256"):
+        ds.load_image(e1)
+    assert isinstance(ds.load_masks(e1, ["1"])["1"], ItemError)
+
+
+def test_r2_item6_32bit_tiff_is_stretched_over_its_range(tmp_path):
+    arr = np.full((20, 30), 1000, np.uint32)
+    arr[5:15, 5:25] = 3_000_000
+    Image.fromarray(arr.astype(np.int32), mode="I").save(tmp_path / "a.tif")
+    img = read_image_file(tmp_path / "a.tif")
+    assert img[0, 0, 0] == 0 and img[10, 10, 0] == 255  # scaled by 2^32 − 1 both would be 0
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_r2_item7_mask_file_with_0_1_values_is_read_as_the_object(tmp_path, dtype):
+    h, w = 20, 30
+    m = box_mask(h, w, 4, 12, 5, 20)
+    images = [({"id": 1, "file_name": "a.png", "width": w, "height": h}, np.zeros((h, w, 3), np.uint8))]
+    root = write_coco(tmp_path / "ds", images, [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "mask_file": "m.png"}])
+    Image.fromarray(m.astype(dtype)).save(root / "m.png")
+    ds = open_dataset(str(root))
+    (e,) = ds.index()
+    np.testing.assert_array_equal(ds.load_masks(e, ["1"])["1"], m)
+
+
+@pytest.mark.parametrize("respell", ["slash", "name"])
+def test_r2_item8_resume_guard_sees_through_another_spelling(tmp_path, respell):
+    root = good_dataset(tmp_path / "ds")
+    spec = f"{root / 'annotations.json'}::{root / 'images'}"
+    assert cli(tmp_path, "--data", spec, "--run", "x", "--no-report") == 0
+    data = json.loads((root / "annotations.json").read_text())
+    data["annotations"][0]["segmentation"] = rle(box_mask(20, 30, 0, 20, 0, 30))  # the mask is edited
+    (root / "annotations.json").write_text(json.dumps(data))
+    again = f"{root / 'annotations.json'}::{root / 'images'}/" if respell == "slash" else f"ds={spec}"
+    assert cli(tmp_path, "--data", again, "--run", "x", "--no-report") == 2
+
+
+def test_r2_item9_a_run_with_a_weights_file_is_labelled_by_the_file(tmp_path):
+    import shutil
+
+    from benchmark.models import create
+
+    mine = tmp_path / "mine.pt"
+    shutil.copy(ROOT / "flip" / "checkpoints" / "flip-tiny-objascale.pt", mine)
+    m = create("flip-tiny.authors", weights=str(mine), device="cpu")
+    assert m.name == "flip-tiny.project" and str(m.weights_id).startswith("project:mine.pt")
+
+
+def test_r2_item9_float_weights_stored_as_integers_are_refused():
+    import torch
+
+    from flip.variants import create_model
+    from flip.weights import WeightImportError, load_state_dict_checked
+
+    model = create_model("flip-tiny")
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    k = next(k for k, v in sd.items() if v.is_floating_point() and v.ndim == 2)
+    sd[k] = (sd[k] * 1000).to(torch.int64)
+    with pytest.raises(WeightImportError, match="stored as integers"):
+        load_state_dict_checked(model, sd, "int.onnx")
+
+
+def test_r2_item12_json_size_is_checked_against_the_file_before_decoding(tmp_path):
+    import tracemalloc
+
+    h, w = 20, 30
+    images = [({"id": 1, "file_name": "a.png", "width": 16000, "height": 16000}, np.zeros((h, w, 3), np.uint8))]
+    root = write_coco(tmp_path / "ds", images, [ann(1, 1, [[1, 1, 15000, 1, 15000, 15000, 1, 15000]])])
+    ds = open_dataset(str(root))
+    (e,) = ds.index()
+    tracemalloc.start()
+    got = ds.load_masks(e, ["1"])["1"]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert isinstance(got, ItemError) and "16000×16000" in str(got) and "30×20" in str(got)
+    assert peak < 20 << 20  # no 256 MB mask
+
+
+def test_r2_item12_masks_of_one_image_are_decoded_in_bounded_batches(tmp_path, monkeypatch):
+    import benchmark.runner as runner_mod
+
+    h, w = 20, 30
+    anns = [ann(i + 1, 1, rle(box_mask(h, w, i % 10, i % 10 + 5, i % 20, i % 20 + 6))) for i in range(10)]
+    root = write_coco(tmp_path / "ds", [({"id": 1, "file_name": "a.png", "width": w, "height": h},
+                                          np.zeros((h, w, 3), np.uint8))], anns)
+    monkeypatch.setattr(runner_mod, "MASK_BUDGET_PIXELS", 3 * h * w)  # at most three masks at once
+
+    class Counting(ThresholdSegmenter):
+        name = "counting"
+
+        def __init__(self):
+            super().__init__()
+            self.sets, self.batches = 0, []
+
+        def set_image(self, image):
+            self.sets += 1
+            super().set_image(image)
+
+        def predict(self, prompts):
+            self.batches.append(len(prompts))
+            return super().predict(prompts)
+
+    m = Counting()
+    loads = []
+    ds = open_dataset(str(root))
+    orig = type(ds).load_masks
+    monkeypatch.setattr(type(ds), "load_masks", lambda self, e, ids: loads.append(len(ids)) or orig(self, e, ids))
+    c = Runner(RunConfig(models=[m], datasets=[str(root)], run_dir=str(tmp_path / "run"), warmup=0, progress=False)).run()
+    rows = read_rows(tmp_path / "run")
+    assert c.ok == 10 and m.sets == 1 and max(m.batches) <= 3 and max(loads) <= 3
+    assert {r["objects_in_image"] for r in rows} == {10} and len({r["time_amortised"] for r in rows}) == 1
+
+
+def test_r2_item12_yaml_aliases_and_zip_bombs_are_refused_before_they_expand(tmp_path):
+    import zipfile
+
+    import torch
+
+    from segcore.config import ConfigFileError, load_config_file
+    from segcore.safe_load import UnsafeFileError, safe_torch_load
+
+    cfg = tmp_path / "bomb.yaml"
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    cfg.write_text("\n".join(lines) + "\nmodel: *a8\n")  # 10^9 strings once expanded
+    with pytest.raises(ConfigFileError, match="alias"):
+        load_config_file(cfg)
+    assert cli(tmp_path, "--config", str(cfg)) == 2
+    # a .pt whose stored tensor is deflated: 64 MiB from a few hundred KiB
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(16 << 20)}, plain)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    plain.unlink()
+    assert bomb.stat().st_size < 2 << 20
+    with pytest.raises(UnsafeFileError, match="inflate"):
+        safe_torch_load(bomb)
+    from flip.training.checkpoint import load_checkpoint
+    with pytest.raises(ValueError, match="inflate"):
+        load_checkpoint(bomb)
+
+
+def _damage(run, how):
+    part = sorted((run / "records").glob("part-*.csv"))[0]
+    text = part.read_text()
+    if how == "schema":
+        from segcore.records import SCHEMA_VERSION
+        part.write_text(text.replace(f"\n{SCHEMA_VERSION},", "\n9,"))
+    elif how == "columns":
+        part.write_text("model,iou\nx,0.5\n")
+    elif how == "binary":
+        part.write_bytes(b"\x00\xff\xfe" + os.urandom(300))
+    elif how == "empty":
+        part.write_bytes(b"")
+    elif how == "iou":
+        lines = text.splitlines()
+        cols = lines[0].split(",")
+        cells = lines[1].split(",")
+        cells[cols.index("iou")] = "abc"
+        part.write_text("\n".join([lines[0], ",".join(cells)] + lines[2:]) + "\n")
+    elif how == "runjson-list":
+        (run / "run.json").write_text("[1, 2]")
+
+
+@pytest.mark.parametrize("how", ["schema", "columns", "binary", "empty", "iou", "runjson-list"])
+def test_r2_item13_damaged_run_files_are_one_line_errors(tmp_path, how, capsys):
+    from benchmark.report import main as report_main
+
+    root, run = _run_with_records(tmp_path)
+    _damage(run, how)
+    capsys.readouterr()
+    assert cli(tmp_path, "--data", str(root), "--run", "run") == 2  # the resume reads them first
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    if how != "runjson-list":
+        assert report_main([str(run), "--no-latest"]) == 2
+        assert capsys.readouterr().err.startswith("error:")
+
+
+def test_r2_item13_a_bom_in_a_records_file_is_read_past(tmp_path):
+    _, run = _run_with_records(tmp_path)
+    part = sorted((run / "records").glob("part-*.csv"))[0]
+    part.write_bytes(b"\xef\xbb\xbf" + part.read_bytes())
+    assert len(read_rows(run)) == 2
+
+
+@pytest.mark.parametrize("text", ['limit = "abc"', 'seed = "x"', 'threads = "a"', "limit = 2.7", "boundary = 3"])
+def test_r2_item13_config_values_of_the_wrong_type(tmp_path, text, capsys):
+    root = good_dataset(tmp_path / "ds")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text + "\n")
+    assert cli(tmp_path, "--config", str(cfg), "--data", str(root)) == 2 and no_run_json(tmp_path)
+    assert capsys.readouterr().err.startswith("error: config file")
+
+
+@pytest.mark.parametrize("args", [["--seed", "-1", "--limit", "2"], ["--threads", "100000"], ["--min-area", "nan"],
+                                  ["--max-area", "inf"]])
+def test_r2_item13_14_bad_numbers_stop_before_any_work(tmp_path, args, capsys):
+    root = good_dataset(tmp_path / "ds")
+    assert cli(tmp_path, "--data", str(root), *args) == 2 and no_run_json(tmp_path)
+
+
+def test_r2_item13_results_that_cannot_be_written(tmp_path, monkeypatch, capsys):
+    root = good_dataset(tmp_path / "ds")
+    (tmp_path / "afile").write_text("x")
+    rc = cli_main(["--model", "oracle-box", "--data", str(root), "--results", str(tmp_path / "afile" / "r"), "--no-progress"])
+    assert rc == 2 and "is a file" in capsys.readouterr().err
+    import benchmark.runner as runner_mod
+
+    class Full:
+        f_bavail, f_frsize = 10, 4096
+
+    monkeypatch.setattr(runner_mod.os, "statvfs", lambda p: Full())
+    assert cli(tmp_path, "--data", str(root)) == 2 and "free" in capsys.readouterr().err and no_run_json(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_r2_item13_read_only_results(tmp_path, capsys):
+    root = good_dataset(tmp_path / "ds")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        rc = cli_main(["--model", "oracle-box", "--data", str(root), "--results", str(ro), "--no-progress"])
+    finally:
+        ro.chmod(0o755)
+    assert rc == 2 and "cannot write" in capsys.readouterr().err
+
+
+def test_r2_item13_trainer_resume_from_garbage_is_a_one_line_error(tmp_path):
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(os.urandom(2048))
+    root = good_dataset(tmp_path / "ds")
+    p = subprocess.run([sys.executable, "-m", "flip.training", "--data", str(root), "--out", str(tmp_path / "t"),
+                        "--resume", str(garbage), "--steps", "1", "--no-progress"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "--resume" in p.stderr, p.stderr[-2000:]
+
+
+def test_r2_item14_empty_shard_is_named(tmp_path, capsys):
+    root = good_dataset(tmp_path / "ds", n=1)
+    assert cli(tmp_path, "--data", str(root), "--shard", "1/2", "--run", "x") == 1
+    assert "shard 1/2" in capsys.readouterr().err
+
+
+def test_r2_item14_fifo_and_symlink_loop_are_named_as_such(tmp_path):
+    fifo = tmp_path / "a.json"
+    os.mkfifo(fifo)
+    with pytest.raises(DatasetError, match="FIFO"):
+        open_dataset(str(fifo))
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(DatasetError, match="loops"):
+        open_dataset(str(loop))
+
+
+def test_r2_item14_an_existing_file_without_a_dot_is_a_weights_file(tmp_path, monkeypatch, capsys):
+    root = good_dataset(tmp_path / "ds")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "myweights").write_bytes(os.urandom(512))
+    assert cli(tmp_path, "--data", str(root), "--weights", "myweights", model="flip-tiny") == 2
+    err = capsys.readouterr().err
+    assert "myweights: cannot be read" in err and "tag" not in err, err  # read as the file it is
+
+
+def test_r2_item14_stale_part_temp_files_are_removed_at_start(tmp_path):
+    _, run = _run_with_records(tmp_path)
+    stale = run / "records" / ".part-s0of1-1-1-000000.csv.0123abcd.tmp"
+    stale.write_text("half a row")
+    os.utime(stale, (1, 1))  # an hour-old temp: left by a kill -9
+    assert cli(tmp_path, "--data", str(tmp_path / "ds"), "--run", "run", "--no-report") == 0
+    assert not stale.exists()
+
+
+def test_r2_item16_empty_selection_of_another_split_names_all(tmp_path, capsys):
+    h, w = 20, 30
+    root = write_coco(tmp_path / "objs", [({"id": 1, "file_name": "a.png", "width": w, "height": h,
+                                            "objascale": {"split": "all"}}, np.zeros((h, w, 3), np.uint8))],
+                      [ann(1, 1, rle(box_mask(h, w, 2, 8, 2, 9)))])
+    assert cli(tmp_path, "--data", str(root)) == 2
+    assert "#all" in capsys.readouterr().err

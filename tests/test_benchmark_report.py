@@ -30,16 +30,16 @@ FIXED = [
 
 GOLDEN_TABLE1 = """**Table 1: mean IoU on all objects (prompts: oracle)**
 
-| Model | Params | Time mean (ms) | Time median (ms) | Amortised (ms) | objascale IoU (%) | coco IoU (%) | Average |
+| Model | objascale IoU (%) | coco IoU (%) | Average | Params | Time mean (ms) | Time median (ms) | Amortised (ms) |
 |:---|---:|---:|---:|---:|---:|---:|---:|
-| flip-tiny | 0.51M | 14.00 | 10.00 | 10.00 | 75.00 ± 25.00 | 80.00 ± 16.33 | 77.50 ± 20.66 |
-| sam-b | 93.74M | 100.00 | 100.00 | 66.67 | n/a (random weights) | n/a (random weights) | n/a (random weights) |
+| flip-tiny | 75.00 ± 25.00 | 80.00 ± 16.33 | 77.50 ± 20.66 | 0.51M | 14.00 | 10.00 | 10.00 |
+| sam-b | n/a (random weights) | n/a (random weights) | n/a (random weights) | 93.74M | 100.00 | 100.00 | 66.67 |
 """
 
-GOLDEN_TABLE3 = """| Model | Params | Time mean (ms) | Time median (ms) | Amortised (ms) | objascale IoU (%) | coco IoU (%) | Average |
+GOLDEN_TABLE3 = """| Model | objascale IoU (%) | coco IoU (%) | Average | Params | Time mean (ms) | Time median (ms) | Amortised (ms) |
 |:---|---:|---:|---:|---:|---:|---:|---:|
-| flip-tiny | 0.51M | 10.00 | 10.00 | 7.50 | 50.00 ± 0.00 | 60.00 ± 0.00 | 55.00 ± 0.00 |
-| sam-b | 93.74M | 100.00 | 100.00 | 75.00 | n/a (random weights) | n/a (random weights) | n/a (random weights) |
+| flip-tiny | 50.00 ± 0.00 | 60.00 ± 0.00 | 55.00 ± 0.00 | 0.51M | 10.00 | 10.00 | 7.50 |
+| sam-b | n/a (random weights) | n/a (random weights) | n/a (random weights) | 93.74M | 100.00 | 100.00 | 75.00 |
 """
 
 
@@ -71,7 +71,7 @@ def test_golden_tables_from_fixed_records(tmp_path):
     tex = (run / "table1.tex").read_text()
     assert "75.00 $\\pm$ 25.00" in tex and "\\begin{tabular}{lrrrrrrr}" in tex
     with open(run / "table1.csv") as f:
-        assert list(csv.reader(f))[1][5] == "75.00 ± 25.00"
+        assert list(csv.reader(f))[1][1] == "75.00 ± 25.00"  # the results first (a phone shows them)
     assert (tmp_path / "results" / "latest").resolve() == run.resolve()
 
 
@@ -313,7 +313,7 @@ def test_no_column_repeats_another(tmp_path):
     make_report(run, latest=False)
     with open(run / "table1.csv") as f:
         header = next(csv.reader(f))
-    assert header == ["Model", "Params", "Time mean (ms)", "Time median (ms)", "mini IoU (%)"]
+    assert header == ["Model", "mini IoU (%)", "Params", "Time mean (ms)", "Time median (ms)"]
     with open(run / "status.csv") as f:
         assert next(csv.reader(f)) == ["Model", "OK", "Failed", "Main failure causes"]
     with open(run / "sizes.csv") as f:
@@ -438,3 +438,42 @@ def test_check_report_passes_at_desktop_and_phone_width_and_catches_a_page_witho
     assert out.returncode == 1, out.stdout + out.stderr
     assert "390 px: FAIL" in out.stdout and "no <meta name=viewport>" in out.stdout
     assert "1280 px: FAIL" in out.stdout and "page scrolls horizontally" in out.stdout and "clipped text" in out.stdout
+
+
+def test_r2_item20_results_first_scroll_hint_and_means_in_the_map_cells(tmp_path):
+    """Issue 23 item 20 (the page check itself is scripts/check_report.py, run in the next test)."""
+    from benchmark.plots import heatmap_figure
+
+    run = tmp_path / "r"
+    _write_pair_run(run)
+    make_report(run, latest=False)
+    html = (run / "report.html").read_text()
+    t1 = html[html.index("id='table1'"):]
+    head = t1[: t1.index("</tr>")]
+    ths = re.findall(r"<th[^>]*>([^<]*)</th>", head)
+    assert ths[1].endswith("IoU (%)") and "data-main>" + ths[1] in head  # the result right after the model
+    assert html.count("class='more'") >= 7 and "scrollWidth" in html  # every table can say it continues
+    counters = html[html.index("id='counters'"):]
+    assert re.findall(r"<th[^>]*>([^<]*)</th>", counters[: counters.index("</tr>")])[:2] == ["Counter", "Shard 0/1"] \
+        or "no summary files" in counters
+    mean = np.array([[0.5, np.nan], [0.9, 0.25]])
+    count = np.array([[3, 0], [1, 7]])
+    fig, ax, _ = heatmap_figure(mean, count, np.array([1e-4, 1e-3, 1e-2]), np.array([100, 200, 400]), "x", "y", "t")
+    texts = {t.get_text() for t in ax.texts}
+    assert {"50", "90", "25", "n=3", "n=1", "n=7"} <= texts
+
+
+@pytest.mark.skipif(not _browser_ready(), reason="needs Debian's chromium and the PyPI package websocket-client")
+def test_r2_item20_check_report_fails_when_the_main_column_is_off_screen(tmp_path):
+    script = ROOT / "scripts" / "check_report.py"
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width, "
+            "initial-scale=1'></head><body><h3>Table 1</h3><div class='scroll' style='overflow-x:auto'><table class='data'>"
+            "<thead><tr><th>Model</th>" + "".join(f"<th>Time column {k}</th>" for k in range(6))
+            + "<th data-main>mini IoU (%)</th></tr></thead><tbody><tr><td>m</td>" + "<td>1.00</td>" * 6
+            + "<td>81.94</td></tr></tbody></table></div></body></html>")
+    bad = tmp_path / "bad.html"
+    bad.write_text(page)
+    out = subprocess.run([sys.executable, str(script), str(bad), "--out", str(tmp_path / "s"), "--widths", "390"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "main column 'mini IoU (%)' outside the first view" in out.stdout, out.stdout
+    assert "table scrolls without saying so" in out.stdout

@@ -322,3 +322,105 @@ def test_segcore_merge_files_of_two_exports(tmp_path):
     merge_files(tmp_path / "m.hdf5", [write_hdf5(a, 2, "s", "eval"), write_hdf5(b, 2, "s", "eval")])
     with h5py.File(tmp_path / "m.hdf5") as f:
         assert f["rgb_images"].shape == (4,) and bytes(f["rgb_images"][3]) == bytes(f["rgb_images"][1])
+
+
+# ----------------------------------------------------------------------------- issue 23, round two
+def test_r2_item4_relative_out_renders_from_any_folder_and_empty_out_is_refused(tmp_path, monkeypatch, objects_dir):
+    """The worker gets an absolute job file, runs in the caller's folder (relative paths as given) and keeps
+    Blender's temp folders under the dataset's .tmp/."""
+    from objascale import runner
+
+    pkg = tmp_path / "fakeworker"
+    pkg.mkdir()
+    seen = tmp_path / "seen.json"
+    (pkg / "probe_worker.py").write_text(textwrap.dedent(f"""
+        import json, os, sys
+        job = sys.argv[1]
+        json.dump({{"job": job, "exists": os.path.isfile(job), "cwd": os.getcwd(), "tmp": os.environ.get("TMPDIR")}},
+                  open({str(seen)!r}, "w"))
+        print("@@START 0", flush=True)
+        print("@@SKIP 0 probe", flush=True)
+    """))
+    monkeypatch.setenv("PYTHONPATH", str(pkg) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setattr(runner.ChunkRunner, "worker_module", "probe_worker")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rc = main(["--out", "rel/ds", "--object-source", "local", "--object-dir", str(objects_dir), "--num-images", "1",
+               "--split", "all"])
+    assert rc == 0
+    got = json.loads(seen.read_text())
+    assert Path(got["job"]).is_absolute() and got["exists"] and got["cwd"] == str(elsewhere)
+    assert got["tmp"] == str(elsewhere / "rel" / "ds" / ".tmp")
+    before = sorted(os.listdir(elsewhere))
+    assert main(["--out", "", "--object-source", "local", "--object-dir", str(objects_dir), "--num-images", "1"]) == 2
+    assert sorted(os.listdir(elsewhere)) == before  # nothing rendered into the current folder
+
+
+def test_r2_item11_status_answers_at_once_for_any_planned_count(tmp_path):
+    import subprocess
+    import time
+
+    out = tmp_path / "ds"
+    (out / "records").mkdir(parents=True)
+    (out / "records" / "000001.json").write_text("{}")
+    (out / "records" / "000002.skip.json").write_text("{}")
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "objascale", "--out", str(out), "--status", "--num-images", "100000000"],
+                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0 and time.time() - t0 < 60
+    assert "'done': 1" in p.stdout and "'skipped': 1" in p.stdout and "'pending': 99999998" in p.stdout
+    assert not (out / "manifest.json").exists()  # --status reads; it writes nothing
+
+
+def test_r2_item15_startup_line_says_what_the_split_leaves_out(objects_dir, tmp_path):
+    from objascale.plan import Catalog
+
+    for cat in ("mug", "vase", "lamp", "book", "shoe", "ball", "fork"):  # more objects: the split drops some
+        for k in range(3):
+            (objects_dir / cat).mkdir(exist_ok=True)
+            (objects_dir / cat / f"{cat}{k}.obj").write_text(CUBE)
+    objs = local_objects(objects_dir)
+    cfg = build_config("mini", overrides=dict(object_source="local", object_dir=str(objects_dir), num_categories=0))
+    cats, by = select_objects(objs, cfg)
+    kept = sum(len(v) for v in by.values())
+    lines = "\n".join(effective_settings(cfg, "mini", Catalog(cats, by, objs, [], available_categories=len(cats)), {}))
+    assert f"holds {len(objs)} objects in 10 categories" in lines
+    assert f"keeps {kept} of them" in lines and f"leaving out {len(objs) - kept}" in lines and "--split all" in lines
+
+
+def test_r2_item17_missing_mtl_with_a_stem_fallback_is_not_untextured(tmp_path):
+    from objascale.blender.base import obj_material_warnings
+
+    (tmp_path / "chair.obj").write_text("mtllib materials_v2.mtl\n" + CUBE)
+    assert obj_material_warnings(tmp_path / "chair.obj") == ["missing material library materials_v2.mtl: rendered untextured"]
+    (tmp_path / "chair.mtl").write_text("newmtl wood\n")
+    (w,) = obj_material_warnings(tmp_path / "chair.obj")
+    assert "untextured" not in w and "chair.mtl" in w
+
+
+def test_r2_item18_area_floor_names_the_frames_it_affects_and_errors_leave_no_folder(tmp_path, objects_dir):
+    from objascale.plan import Catalog
+
+    objs = local_objects(objects_dir)
+    cfg = build_config("mini", overrides=dict(object_source="local", object_dir=str(objects_dir), split="all",
+                                              area_ratio_min=1e-5, min_pixels=4, min_side=320, max_side=1024))
+    cats, by = select_objects(objs, cfg)
+    lo, hi = area_floor_range(cfg)
+    assert lo < 1e-5 < hi  # the largest frames reach the minimum, the small ones do not
+    lines = "\n".join(effective_settings(cfg, "mini", Catalog(cats, by, objs, []), {}))
+    assert "frames under 400,000 px" in lines and "larger frames reach --area-ratio-min" in lines
+    out = tmp_path / "new"
+    assert main(["--out", str(out), "--object-source", "local", "--object-dir", str(tmp_path / "missing")]) == 2
+    assert not out.exists()
+
+
+def test_r2_item19_objects_lying_on_their_side_are_warned(tmp_path):
+    from objascale.export import up_axis_warnings
+
+    recs = [{"category": "bottle", "object_id": f"b{k}", "object_extent_file_units": [0.3, 0.3, 1.0]} for k in range(3)]
+    recs.append({"category": "bottle", "object_id": "y-up", "object_extent_file_units": [0.3, 1.0, 0.3],
+                 "object_up_axis": "format default"})
+    recs += [{"category": "car", "object_id": f"c{k}", "object_extent_file_units": [2.0, 1.0, 0.7]} for k in range(3)]
+    (w,) = up_axis_warnings(recs)
+    assert w.startswith("object y-up (bottle)") and "up axis is probably wrong" in w

@@ -201,3 +201,21 @@ def test_validation_with_the_authors_weights_means_something(tiny_data, authors_
     subset = held_out(str(tiny_data / "annotations.json"), limit=6, seed=0)
     trained = validate(flip.pretrained("flip-tiny.authors"), subset, "per-axis", "authors")
     assert trained["objects"] == 6 and trained["iou"] > 0.6, trained
+
+
+def test_r2_item10_trainer_stops_when_no_image_can_be_read(tmp_path):
+    """Issue 23 item 10: every image unreadable → a clear error after a bounded number of empty batches (before:
+    an endless loop of warnings)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = _write_coco(tmp_path / "data", n_images=3)
+    for f in (root / "images").iterdir():
+        f.write_bytes(b"not an image")
+    p = subprocess.run([sys.executable, "-m", "flip.training", "--data", str(root), "--out", str(tmp_path / "run"),
+                        "--steps", "1000", "--batch-images", "2", "--masks-per-image", "2", "--max-tokens", "256",
+                        "--mean-tokens", "96", "--no-progress", "--threads", "1"],
+                       capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 1 and "no usable object" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert len(p.stderr) < 50_000  # the warnings are rate-limited

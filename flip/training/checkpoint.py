@@ -1,6 +1,7 @@
 """Atomic checkpoints with everything a resumed run needs, and the small inference-only export."""
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
@@ -37,10 +38,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    from segcore.safe_load import UnsafeFileError, check_zip_size
+
     try:
+        check_zip_size(path)  # a zip bomb is refused before it inflates
         return torch.load(path, map_location=map_location, weights_only=True)  # never runs code from the file
-    except Exception as e:
-        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    except UnsafeFileError as e:
+        raise ValueError(str(e)) from None
+    except Exception as e:  # one line: torch's own message runs over many (and suggests weights_only=False)
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in first:
+            first = "not a PyTorch checkpoint this trainer wrote (it does not unpickle as plain data)"
+        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}") from None
 
 
 def export_weights(model_state: dict, path, *, name: str, model_config: dict, meta: dict, half: bool = True) -> None:

@@ -97,13 +97,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from flip.training.loop import ConfigError, train
+    from flip.training.loop import ConfigError, NoUsableData, train
 
     try:
         res = train(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NoUsableData as e:
+        print(f"error: stopped: {e}", file=sys.stderr)
+        return 1
     logging.getLogger("flip.train").info("finished: %s", res)
     return 0
 

@@ -152,7 +152,8 @@ class TrainSet(torch.utils.data.Dataset):
         self.cfg, self.seed, self.rank = cfg, seed, rank
         self.group_counts = group_counts
         self._objs = None
-        self.errors = 0  # unreadable images / masks
+        self.errors = 0  # unreadable images / masks (per process: each DataLoader worker counts its own)
+        self._warned = 0
         self.objects_skipped = 0  # objects the filter or the sampler rejected (tiny, full, off-image...)
 
     @property
@@ -180,7 +181,7 @@ class TrainSet(torch.utils.data.Dataset):
         for oid in ids:
             m = masks.get(oid)
             if m is None or isinstance(m, Exception):
-                log.warning("skip %s object %s: %s", what, oid, m if m is not None else "mask missing")
+                self._warn("skip %s object %s: %s", what, oid, m if m is not None else "mask missing")
                 self.errors += 1
                 continue
             try:
@@ -197,14 +198,21 @@ class TrainSet(torch.utils.data.Dataset):
             try:
                 objs = self._load(d, i, rng)
             except ValueError as e:  # unreadable image/masks: log, count, try another image of the same dataset
-                log.warning("skip image: %s", e)
+                self._warn("skip image: %s", e)
                 self.errors += 1
                 objs = []
             if objs:
                 return objs
             i = int(rng.integers(len(self.entries[d])))
-        log.warning("no usable object after %d images (dataset %d); item skipped", self.cfg.max_retries, d)
+        self._warn("no usable object after %d images (dataset %d); item skipped", self.cfg.max_retries, d)
         return []
+
+    def _warn(self, msg, *args) -> None:
+        """The first 20 warnings, then one in 1000 with the count: a dataset of unreadable images must not
+        write hundreds of MB of log before the trainer stops (loop.MAX_EMPTY_BATCHES)."""
+        self._warned += 1
+        if self._warned <= 20 or self._warned % 1000 == 0:
+            log.warning(msg + ("" if self._warned <= 20 else f" (warning {self._warned} of this process)"), *args)
 
 
 class MixtureSampler(torch.utils.data.Sampler):

@@ -195,6 +195,14 @@ def sampled_iou(logits, labels) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean()
 
 
+RESUME_KEYS = ("model", "optimizer", "balancer", "step", "epoch", "position", "rng")
+MAX_EMPTY_BATCHES = 50  # consecutive batches without one usable object: the data is unreadable, stop
+
+
+class NoUsableData(RuntimeError):
+    """Training cannot go on: image after image fails to load (the error says how many were tried)."""
+
+
 def train(args) -> dict:
     """Run (or resume) training; returns a summary. The caller's torch thread count and RNG state come back
     afterwards: seeding and threads are the run's own, never a side effect on the caller."""
@@ -221,6 +229,15 @@ def _train(args) -> dict:
             if args.resume != "auto":
                 raise ConfigError(f"--resume {resume_path}: file not found")
             resume_path = None
+    ck = None
+    if resume_path:  # read and checked before any work: a damaged or foreign file is a configuration error
+        try:
+            ck = load_checkpoint(resume_path, map_location="cpu")
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--resume {resume_path}: {e}") from None
+        missing = [k for k in RESUME_KEYS if not isinstance(ck, dict) or k not in ck]
+        if missing:
+            raise ConfigError(f"--resume {resume_path}: not a training checkpoint of this trainer (missing {missing})")
     torch.manual_seed(args.seed + rank)
     model, source = build_model(args, device)
     balancer = GroupBalancer(total=args.mask_pixels, memory=args.group_memory, enabled=not args.no_dynamic_sampling)
@@ -231,9 +248,12 @@ def _train(args) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     step, epoch, position, wall, objects_seen = 0, 0, 0, 0.0, 0
     if resume_path:
-        ck = load_checkpoint(resume_path, map_location=device)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"--resume {resume_path}: does not fit this model ({msg})") from None
         for g in opt.param_groups:  # the command line wins (same value → exact continuation)
             g["lr"], g["weight_decay"] = args.lr, args.weight_decay
         balancer.load_state_dict(ck["balancer"])
@@ -299,7 +319,7 @@ def _train(args) -> dict:
 
     bar = tqdm(total=args.steps, initial=step, disable=rank != 0 or not args.progress, desc="train", dynamic_ncols=True)
     model.train()
-    t_last, objs_since, skipped = time.perf_counter(), 0, 0
+    t_last, objs_since, skipped, empty_in_a_row = time.perf_counter(), 0, 0, 0
     t_start = time.perf_counter()
     sums = {"loss": 0.0, "iou": 0.0, "n": 0}
     last = {}
@@ -314,7 +334,13 @@ def _train(args) -> dict:
         position += args.batch_images
         if batch is None:  # every image of the batch failed: nothing to learn from, logged by the dataset
             skipped += 1
+            empty_in_a_row += 1
+            if empty_in_a_row >= MAX_EMPTY_BATCHES:
+                raise NoUsableData(f"no usable object in {empty_in_a_row} batches in a row ({empty_in_a_row * args.batch_images} "
+                                   f"items, up to {SampleConfig.max_retries} images each; {dataset.errors} unreadable images "
+                                   "or masks in this process): check the --data images and masks")
             continue
+        empty_in_a_row = 0
         result = train_step(ddp, opt, scaler, batch, device, amp)
         if result is None:
             skipped += 1

@@ -33,6 +33,19 @@ def up_axis_correction(suffix: str, declared: str) -> list[list[float]]:
     return _Z_UP_UNDO if declared == "Z" else _Y_UP_TO_Z_UP
 
 
+def obj_material_warnings(path: Path) -> list[str]:
+    """What the record says about an OBJ's materials. Blender's importer falls back to <stem>.mtl beside the OBJ
+    when the named library is missing, and then renders textured: say which file it used, not "untextured"."""
+    missing = obj_missing_mtllibs(path)
+    if not missing:
+        return []
+    fallback = path.with_suffix(".mtl")
+    if fallback.is_file() and fallback.name not in missing:
+        return [f"missing material library {', '.join(missing)}: materials read from {fallback.name} beside the OBJ "
+                "(Blender's fallback)"]
+    return [f"missing material library {m}: rendered untextured" for m in missing]
+
+
 def obj_missing_mtllibs(path: Path) -> list[str]:
     """Material libraries an OBJ names (mtllib) that do not exist next to it: Blender then imports it untextured."""
     try:

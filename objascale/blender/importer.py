@@ -9,7 +9,7 @@ import bpy
 import mathutils
 import numpy as np
 
-from .base import AssetError, obj_missing_mtllibs, up_axis_correction
+from .base import AssetError, obj_material_warnings, up_axis_correction
 
 def _import_file(path: Path) -> None:
     ext = path.suffix.lower()
@@ -71,7 +71,7 @@ def import_object(sc, asset: dict, pass_index: int, materialize) -> tuple[object
             sc.collection.objects.link(o)
     warnings = _fix_missing_textures(meshes)
     if Path(path).suffix.lower() == ".obj":
-        warnings = [f"missing material library {m}: rendered untextured" for m in obj_missing_mtllibs(Path(path))] + warnings
+        warnings = obj_material_warnings(Path(path)) + warnings
     bpy.context.view_layer.update()
     root = bpy.data.objects.new(f"root_{pass_index}", None)
     sc.collection.objects.link(root)

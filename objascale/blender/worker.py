@@ -213,6 +213,7 @@ def write_outputs(out_root, plan: dict, res: dict, attempts: list, cfg) -> None:
         "object_license": obj["license"], "object_attribution": obj["attribution"], "object_path": obj["path"],
         "object_up_axis": obj.get("up_axis") or "format default", "object_scale_to_m": obj.get("scale_to_m") or None,
         "object_size_m": ([e * obj["scale_to_m"] for e in res.get("object_extent", [])] if obj.get("scale_to_m") else None),
+        "object_extent_file_units": res.get("object_extent") or None,  # x, y, z (up): the up-axis check at merge
         "hdri": plan["hdri"], "hdri_rotation_deg": plan["hdri_rotation_deg"], "hdri_strength": plan["hdri_strength"],
         "area_ratio_planned": plan["area_ratio_planned"], "area_px_planned": plan["area_px_planned"],
         "area_px": res["area_px"], "area_ratio": res["area_px"] / float(W * H),

@@ -196,9 +196,32 @@ def dataset_fingerprint(spec: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _not_a_plain_path(p: Path) -> str | None:
+    """Why a path that exists in some form cannot be read as data (None when it is a file, a folder or absent):
+    a symlink loop or a dangling link, a FIFO, socket or device (reading a FIFO blocks forever)."""
+    import stat
+
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        if os.path.islink(p):
+            return ("a symbolic link that loops" if e.errno == 40 else "a symbolic link to a missing target "
+                    f"({os.readlink(p)})")
+        return None if e.errno == 2 else f"cannot be read ({e.strerror})"
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return None
+    kind = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+            stat.S_ISBLK: "a block device"}
+    return next((f"{v}, not a file or folder" for f, v in kind.items() if f(st.st_mode)), "not a file or folder")
+
+
 def open_dataset(spec: str) -> Dataset:
     """Open a dataset from a spec (see module doc). Raises DatasetError before any work is done."""
     name, p, split, image_root = parse_spec(spec)
+    for q in (p, Path(image_root) if image_root else None):
+        why = _not_a_plain_path(q) if q is not None else None
+        if why:
+            raise DatasetError(f"dataset path {q}: {why}")
     if not p.exists():
         hint = ""
         if "\\" not in str(spec) and Path(str(spec)).exists():

@@ -230,10 +230,20 @@ class CocoDataset(Dataset):
         raise ItemError(f"image {img['id']}: file not found{src}; tried " + ", ".join(map(str, cands)))
 
     def image_size(self, entry: ImageEntry) -> tuple[int, int]:
-        """(height, width): the json's when stated and plausible, else the image file's header."""
-        if entry.width and entry.height and entry.width * entry.height <= MAX_PIXELS:
-            return entry.height, entry.width
-        w, h = image_file_size(self.image_path(self.imgs[entry.key]))
+        """(height, width) from the image file's header (no pixel decoded). A json that states another size is an
+        error of this image, raised before any mask is decoded at that size (16000×16000 stated for a small
+        image would make every mask 256 MB). Without the file, the json's size when stated and plausible."""
+        img = self.imgs[entry.key]
+        try:
+            path = self.image_path(img)
+        except ItemError:
+            if entry.width and entry.height and entry.width * entry.height <= MAX_PIXELS:
+                return entry.height, entry.width  # the image itself fails when loaded
+            raise
+        w, h = image_file_size(path)
+        if entry.width and entry.height and (entry.width, entry.height) != (w, h):
+            raise ItemError(f"image {entry.image_id}: the json states {entry.width}×{entry.height} pixels, the file "
+                            f"{path.name} is {w}×{h}")
         return h, w
 
     def load_image(self, entry: ImageEntry) -> np.ndarray:
@@ -292,15 +302,19 @@ class CocoDataset(Dataset):
     def _mask_from_file(self, rel: str, h: int, w: int, what: str) -> np.ndarray:
         from PIL import Image
 
+        from ..hdf5 import mask_to_bool
+
         path = self.annotation_file.parent / rel
         try:
             with Image.open(path) as im:
-                m = np.asarray(im.convert("L")) > 128
+                if (im.size[1], im.size[0]) != (h, w):  # from the header, before decoding any pixel
+                    raise ItemError(f"{what}: mask {path} has shape {(im.size[1], im.size[0])}, image is {(h, w)}")
+                arr = np.asarray(im)  # the stored values (0/1 or 0/255, 8 or 16 bits), not a clipped "L" copy
+        except ItemError:
+            raise
         except Exception as e:
             raise ItemError(f"{what}: cannot read mask {path} ({type(e).__name__}: {e})") from None
-        if m.shape != (h, w):
-            raise ItemError(f"{what}: mask {path} has shape {m.shape}, image is {(h, w)}")
-        return m
+        return mask_to_bool(arr[..., 0] if arr.ndim == 3 else arr)
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "annotations": str(self.annotation_file), "images": str(self.image_root)}

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..hdf5 import REQUIRED, decode_mask
+from ..hdf5 import REQUIRED, check_digest, decode_mask
 from ..image import array_to_rgb8
 from .base import Dataset, DatasetError, ImageEntry, ItemError, ObjectEntry, decode_image_bytes
 
@@ -95,6 +95,7 @@ class FlipHdf5Dataset(Dataset):
             raise ItemError(f"image {entry.image_id}: cannot read from {self.path} ({e})") from None
         if np.asarray(data).ndim >= 2:  # the authors' loader also accepts raw (H, W[, C]) arrays
             return array_to_rgb8(data, f"image {entry.image_id}")
+        check_digest(self.file, "rgb_images", i, data, f"image {entry.image_id}")
         return decode_image_bytes(data, f"image {entry.image_id}")
 
     def load_masks(self, entry: ImageEntry, object_ids: Sequence[str]) -> dict:
@@ -103,6 +104,8 @@ class FlipHdf5Dataset(Dataset):
             what = f"object {oid} of image {entry.image_id}"
             try:
                 data = self.file["instance_masks"][int(oid)]
+                if np.asarray(data).ndim == 1:
+                    check_digest(self.file, "instance_masks", int(oid), data, what)
                 out[oid] = decode_mask(data, what)
             except ItemError as e:
                 out[oid] = e
