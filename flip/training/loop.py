@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from segcore.atomic import atomic_write_text
 
 from .checkpoint import atomic_save, export_weights, load_checkpoint, rng_state, set_rng_state
-from .data import PATCH_SETS, MixtureSampler, SampleConfig, TrainSet, collate, worker_init_fn
+from .data import PATCH_SETS, MixtureSampler, SampleConfig, ShardStream, TrainSet, collate, worker_init_fn
 from .groups import GroupBalancer, group_ious
 from .optim import ranger
 from .validate import held_out, validate
@@ -61,6 +61,11 @@ def open_datasets(specs, weights):
         raise ConfigError(f"--data-weights {weights} must give one non-negative weight per dataset ({len(specs)})")
     try:
         adapters = [open_dataset(s) for s in specs]
+        if any(a.kind == "sa1b" for a in adapters):  # streamed: never index SA-1B (one json read per image)
+            if len(adapters) > 1:
+                raise ConfigError("SA-1B shards stream on their own: pass one SA-1B --data folder (or .tar), "
+                                  "no other dataset next to it")
+            return adapters, weights
         for a in adapters:
             if a.num_images() == 0:
                 raise ConfigError(f"dataset {a.name} has no image with objects (ObjaScale folders open their eval "
@@ -258,26 +263,40 @@ def _train(args) -> dict:
                        mean_tokens=args.mean_tokens, num_mask_pixels=args.mask_pixels,
                        masks_per_image=args.masks_per_image, augment=not args.no_augment,
                        convention=args.gaussian_convention, sampler_compat=args.sampler_compat)
-    dataset = TrainSet(adapters, cfg, seed=args.seed, rank=rank, group_counts=balancer.shared)
-    epoch_len = args.epoch_length or sum(dataset.sizes())
-    epoch_len = max(args.batch_images, epoch_len // args.batch_images * args.batch_images)
-    sampler = MixtureSampler(dataset.sizes(), weights, seed=args.seed, epoch_length=epoch_len, rank=rank, world=world)
-    if position >= epoch_len:  # resumed on a smaller/changed dataset: start the next epoch
-        epoch, position = epoch + 1, 0
+    streamed = adapters[0].kind == "sa1b"
+    if streamed:  # one endless stream per rank; `position` = items this rank consumed (epochs are inside the stream)
+        dataset = ShardStream(adapters[0].source, cfg, seed=args.seed, batch_images=args.batch_images, rank=rank,
+                              world=world, group_counts=balancer.shared)
+        epoch_len, data_size = 0, len(adapters[0].source.shards)
+        if resume_path and ck.get("world_size", world) != world:
+            log.warning("resumed with %d ranks, the checkpoint had %s: the shard split changes, the stream restarts "
+                        "at the same position of a different order", world, ck.get("world_size"))
+    else:
+        dataset = TrainSet(adapters, cfg, seed=args.seed, rank=rank, group_counts=balancer.shared)
+        data_size = sum(dataset.sizes())
+        epoch_len = args.epoch_length or data_size
+        epoch_len = max(args.batch_images, epoch_len // args.batch_images * args.batch_images)
+        sampler = MixtureSampler(dataset.sizes(), weights, seed=args.seed, epoch_length=epoch_len, rank=rank, world=world)
+        if position >= epoch_len:  # resumed on a smaller/changed dataset: start the next epoch
+            epoch, position = epoch + 1, 0
 
     def loader(ep, start):
+        kw = dict(batch_size=args.batch_images, num_workers=args.workers, collate_fn=collate,
+                  worker_init_fn=worker_init_fn, prefetch_factor=args.prefetch if args.workers else None,
+                  persistent_workers=False, pin_memory=device.type == "cuda")
+        if streamed:
+            dataset.set_start(start)
+            return torch.utils.data.DataLoader(dataset, **kw)
         sampler.set_epoch(ep, start)
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=args.batch_images, sampler=sampler, num_workers=args.workers, collate_fn=collate,
-            worker_init_fn=worker_init_fn, prefetch_factor=args.prefetch if args.workers else None,
-            persistent_workers=False, pin_memory=device.type == "cuda")
+        return torch.utils.data.DataLoader(dataset, sampler=sampler, **kw)
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         meta = {"args": vars(args), "world_size": world, "device": str(device), "init_weights": source,
                 "model_config": model_config_dict(model), "datasets": [a.describe() for a in adapters],
-                "data_weights": weights, "epoch_length": epoch_len,
-                "data_images": dataset.sizes(), "torch": torch.__version__}
+                "data_weights": weights, "epoch_length": epoch_len, "streamed": streamed,
+                "data_images": [] if streamed else dataset.sizes(), "data_shards": data_size if streamed else None,
+                "torch": torch.__version__}
         atomic_write_text(out / "config.json", json.dumps(meta, indent=2, default=str))
     logger = Logger(out, rank == 0, resume=resume_path is not None)
     held = None
@@ -293,13 +312,13 @@ def _train(args) -> dict:
                      "position": position, "rng": rng_state(), "args": vars(args), "model_name": args.model,
                      "model_config": model_config_dict(model), "source": source,
                      "convention": args.gaussian_convention, "wall_time_s": wall + time.perf_counter() - t_start,
-                     "data_images": sum(dataset.sizes()), "objects_seen": objects_seen}, path)
+                     "data_images": data_size, "objects_seen": objects_seen, "world_size": world}, path)
 
     from tqdm import tqdm
 
     bar = tqdm(total=args.steps, initial=step, disable=rank != 0 or not args.progress, desc="train", dynamic_ncols=True)
     model.train()
-    t_last, objs_since, skipped = time.perf_counter(), 0, 0
+    t_last, objs_since, skipped, failed_items = time.perf_counter(), 0, 0, 0
     t_start = time.perf_counter()
     sums = {"loss": 0.0, "iou": 0.0, "n": 0}
     last = {}
@@ -314,7 +333,11 @@ def _train(args) -> dict:
         position += args.batch_images
         if batch is None:  # every image of the batch failed: nothing to learn from, logged by the dataset
             skipped += 1
+            failed_items += args.batch_images
             continue
+        failed_items += batch["failed_items"]
+        if streamed:
+            epoch = max(epoch, batch["epoch"])
         result = train_step(ddp, opt, scaler, batch, device, amp)
         if result is None:
             skipped += 1
@@ -337,7 +360,7 @@ def _train(args) -> dict:
             now = time.perf_counter()
             last = {"loss": sums["loss"] / sums["n"], "iou_sampled": sums["iou"] / sums["n"],
                     "objects_per_s": objs_since / max(now - t_last, 1e-9) * world, "epoch": epoch,
-                    "skipped_batches": skipped, "lr": args.lr, "objects_seen": objects_seen,
+                    "skipped_batches": skipped, "failed_images": failed_items, "lr": args.lr, "objects_seen": objects_seen,
                     "wall_s": round(wall + now - t_start, 1),
                     **{f"pixels_g{g}": int(c) for g, c in enumerate(balancer.counts())},
                     **{f"ema_iou_g{g}": float(v) for g, v in enumerate(balancer.ema_iou)}}
@@ -364,4 +387,5 @@ def _train(args) -> dict:
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return {"step": step, "last": last, "skipped_batches": skipped, "data_errors": dataset.errors}
+    return {"step": step, "last": last, "skipped_batches": skipped, "failed_images": failed_items,
+            "data_errors": dict(dataset.errors) if streamed else dataset.errors, "position": position, "epoch": epoch}
