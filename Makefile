@@ -24,7 +24,10 @@ STAMP   := $(VENV)/.stamp
 # python -m benchmark / flip.training and the scripts apply it themselves (segcore/waitpolicy.py)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup setup-all test test-user test-developer bench weights paper objascale train ext clean help
+EVAL    ?= data/objascale-mini
+FT_OUT  ?= runs/finetune
+
+.PHONY: setup setup-all test test-user test-developer bench weights paper objascale train finetune ext clean help
 help:
 	@echo "make bench [MODEL=flip-tiny] [DATA=data/objascale-mini]  run the benchmark, reports in results/"
 	@echo "make bench MODEL=flip-large DOWNLOAD=1                  fetch missing published weights first (verified)"
@@ -33,6 +36,8 @@ help:
 	@echo "make paper [PAPER_DATA=dir] [MODELS=a,b]                the paper's Tables 1, 3 and Fig. 7 heat maps, results/paper/"
 	@echo "make objascale [PRESET=mini] [OUT=data/objascale-mini]   render an ObjaScale dataset"
 	@echo "make train [MODEL=flip-tiny] [DATA=...]                 train FLIP"
+	@echo "make finetune MODEL=flip-tiny.authors DATA=... EVAL=... [FT_OUT=runs/finetune] [ARGS='-- --steps 300']"
+	@echo "                                                        fine-tune published weights, benchmark before/after"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +93,9 @@ paper: setup-all
 
 train: $(STAMP)-objascale
 	$(PY) -m flip.training --model $(MODEL) --data $(DATA) $(ARGS)
+
+finetune: $(STAMP)-objascale
+	$(PY) -m flip.training.finetune --model $(MODEL) --data $(DATA) --eval $(EVAL) --out $(FT_OUT) $(ARGS)
 
 clean:
 	rm -rf build *.egg-info flip/*.so

@@ -191,3 +191,20 @@ def test_two_gloo_ranks_see_disjoint_objects_covering_the_epoch(tmp_path):
     assert not objs[0] & objs[1] and len(objs[0] | objs[1]) >= len(info["all"])  # ≥ 1 object drawn per image
     stems = {k.split(":")[-2].split("/")[-1] for k in objs[0] | objs[1]}
     assert stems == set(info["all"])
+
+
+@pytest.mark.parametrize("variant", ["tiny", "small", "middle", "large"])
+def test_paper_recipes_fix_256_objects_per_step(variant):
+    from pathlib import Path
+
+    from flip.training.cli import parse_args
+    from flip.training.loop import ConfigError, images_per_process
+
+    cfg = Path(__file__).resolve().parents[1] / "flip" / "training" / "configs" / f"flip-{variant}-sa1b.toml"
+    a = parse_args(["--config", str(cfg), "--data", "sa1b=/data/sa1b"])
+    assert a.model == f"flip-{variant}" and a.global_batch == 256 and a.sampler_compat == "authors"
+    assert (a.lr, a.weight_decay, a.mean_tokens, a.mask_pixels) == (6e-4, 6e-4, 512, 2048)
+    for world in (1, 2, 4, 8, 16, 64):
+        assert images_per_process(a.global_batch, a.masks_per_image, world) * a.masks_per_image * world == 256
+    with pytest.raises(ConfigError, match="world size"):
+        images_per_process(a.global_batch, a.masks_per_image, 3)

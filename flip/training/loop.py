@@ -51,6 +51,14 @@ def setup_distributed(device_arg: str | None):
     return rank, world, device
 
 
+def images_per_process(global_batch: int, masks_per_image: int, world: int) -> int:
+    per, rest = divmod(global_batch, masks_per_image * world)
+    if rest or per < 1:
+        raise ConfigError(f"--global-batch {global_batch} does not split into {world} process(es) × {masks_per_image} "
+                          f"masks × whole images; choose a world size dividing {global_batch // masks_per_image}")
+    return per
+
+
 def open_datasets(specs, weights):
     from segcore.datasets import DatasetError, open_dataset
 
@@ -100,7 +108,36 @@ def build_model(args, device):
             raise ConfigError(f"--init-weights {name_or_path}: {e}") from None
         model.load_state_dict(loaded.state_dict())  # strict: the file was checked against the same architecture
         source = loaded.weights_id
+        from segcore.hub import sha256
+
+        parent = {"init_weights": name_or_path, "weights_id": source,
+                  "files": [{"name": Path(f).name, "sha256": sha256(f)} for f in loaded.weights_paths],
+                  "convention": loaded.gaussian_convention, "sampler_compat": loaded.sampler_compat}
+        if (parent["convention"], parent["sampler_compat"]) != (args.gaussian_convention, args.sampler_compat):
+            log.warning("--init-weights %s was trained with convention %s / sampler rule %s; this run uses %s / %s",
+                        name_or_path, parent["convention"], parent["sampler_compat"], args.gaussian_convention,
+                        args.sampler_compat)
+        model.parent = parent
     return model.to(device), source
+
+
+def data_fingerprints(specs, adapters) -> dict:
+    """{spec: fingerprint} of the training data: the content digest (segcore.datasets.dataset_fingerprint), except
+    for streamed SA-1B, whose terabytes are identified by shard names, sizes and mtimes (kind "listing")."""
+    from segcore.datasets import dataset_fingerprint
+    import hashlib
+
+    out = {}
+    for spec, a in zip(specs, adapters):
+        if a.kind == "sa1b" and len(a.source.shards) > 64:
+            h = hashlib.sha256()
+            for sh in a.source.shards:
+                st = os.stat(getattr(sh, "path", None) or sh.js)
+                h.update(f"{sh.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            out[spec] = {"kind": "listing", "fingerprint": h.hexdigest()[:16]}
+        else:
+            out[spec] = {"kind": "content", "fingerprint": dataset_fingerprint(spec)}
+    return out
 
 
 def model_config_dict(model) -> dict:
@@ -213,6 +250,8 @@ def train(args) -> dict:
 
 def _train(args) -> dict:
     rank, world, device = setup_distributed(args.device)
+    if args.global_batch:  # the recipe fixes objects per step; the process count decides the per-process share
+        args.batch_images = images_per_process(args.global_batch, args.masks_per_image, world)
     torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision("highest")
     out = Path(args.out)
@@ -290,9 +329,13 @@ def _train(args) -> dict:
         sampler.set_epoch(ep, start)
         return torch.utils.data.DataLoader(dataset, sampler=sampler, **kw)
 
+    provenance = {"parent": getattr(model, "parent", None), "data": list(args.data),
+                  "data_fingerprint": data_fingerprints(args.data, adapters) if rank == 0 else None}
+    if resume_path and ck.get("provenance"):
+        provenance = ck["provenance"] if ck["provenance"].get("data") == list(args.data) else provenance
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        meta = {"args": vars(args), "world_size": world, "device": str(device), "init_weights": source,
+        meta = {"provenance": provenance, "args": vars(args), "world_size": world, "device": str(device), "init_weights": source,
                 "model_config": model_config_dict(model), "datasets": [a.describe() for a in adapters],
                 "data_weights": weights, "epoch_length": epoch_len, "streamed": streamed,
                 "data_images": [] if streamed else dataset.sizes(), "data_shards": data_size if streamed else None,
@@ -312,7 +355,8 @@ def _train(args) -> dict:
                      "position": position, "rng": rng_state(), "args": vars(args), "model_name": args.model,
                      "model_config": model_config_dict(model), "source": source,
                      "convention": args.gaussian_convention, "wall_time_s": wall + time.perf_counter() - t_start,
-                     "data_images": data_size, "objects_seen": objects_seen, "world_size": world}, path)
+                     "data_images": data_size, "objects_seen": objects_seen, "world_size": world,
+                     "provenance": provenance}, path)
 
     from tqdm import tqdm
 
@@ -382,8 +426,9 @@ def _train(args) -> dict:
     if rank == 0 and args.export:
         export_weights(model.state_dict(), args.export, name=args.model, model_config=model_config_dict(model),
                        meta={"step": step, "convention": args.gaussian_convention, "sampler_compat": args.sampler_compat,
-                             "source": source,
-                             "data": list(args.data)})
+                             "source": source, "init_weights": source, "objects_seen": objects_seen,
+                             "train_args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, type(None)))},
+                             **provenance})
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
