@@ -50,11 +50,13 @@ def bench(model: str, weights: str | None, evals: list[str], results: Path, run:
     return time.perf_counter() - t
 
 
-def read_records(run_dir: Path) -> dict:
-    """{dataset: {(image, object): (iou, area_ratio)}} of the run's ok records."""
+def read_records(run_dir: Path, model: str | None = None) -> dict:
+    """{dataset: {(image, object): (iou, area_ratio)}} of the run's ok records (of one model when given)."""
     out: dict = {}
-    with open(run_dir / "records.csv", newline="") as f:
+    with open(Path(run_dir) / "records.csv", newline="") as f:
         for r in csv.DictReader(f):
+            if model is not None and r["model"] != model:
+                continue
             if r["status"] == "ok" and r["iou"] not in ("", "nan"):
                 out.setdefault(r["dataset"], {})[(r["image_id"], r["object_id"])] = (float(r["iou"]), float(r["area_ratio"]))
     return out
