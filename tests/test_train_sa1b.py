@@ -29,11 +29,9 @@ def test_adapter_counts_and_skips_broken_members(sa1b):
     ds = open_dataset(f"sa1b={sa1b['root']}")
     assert isinstance(ds, Sa1bDataset) and ds.name == "sa1b"
     ids = {e.image_id for e in ds.index()}
-    # the truncated json and the pair whose every RLE is sized for another image never reach the index
-    assert ids == set(sa1b["good"]) - {"sa_000003"}
+    assert ids == set(sa1b["good"])  # the truncated json never reaches the index: counted
     assert ds.problems["corrupt_json"] == 1 and ds.problems["unpaired_files"] == 1
-    assert ds.skipped == {"rle_size_mismatch": 3}
-    assert len(ds) == len(sa1b["objects"])
+    assert len(ds) == len(sa1b["objects"]) + 3
     ok, failed = 0, []
     for e in ds.index():
         try:
@@ -41,10 +39,15 @@ def test_adapter_counts_and_skips_broken_members(sa1b):
         except ItemError as err:
             failed.append((e.image_id, str(err)))
             continue
+        if e.image_id == "sa_000003":  # RLEs sized for another image: each object fails alone, with the reason
+            assert unusable == 3 and not prompts
+            masks = ds.load_masks(e, [o.object_id for o in e.objects])
+            assert all(isinstance(m, ItemError) and "does not match the image size" in str(m) for m in masks.values())
+            continue
         assert image.shape == (64, 80, 3) and unusable == 0 and len(prompts) == len(e.objects) == 3
         assert all(g.shape == (64, 80) and g.any() for g in gts)
         ok += 1
-    assert ok == len(ids) - 1 and [f[0] for f in failed] == ["sa_000002"] and "cannot decode image" in failed[0][1]
+    assert ok == len(ids) - 2 and [f[0] for f in failed] == ["sa_000002"] and "cannot decode image" in failed[0][1]
     areas = ds.mask_areas(ds.index()[-1], [o.object_id for o in ds.index()[-1].objects])
     assert all(a[1] == 64 * 80 and 0 < a[0] < a[1] for a in areas.values())
 
@@ -208,3 +211,22 @@ def test_paper_recipes_fix_256_objects_per_step(variant):
         assert images_per_process(a.global_batch, a.masks_per_image, world) * a.masks_per_image * world == 256
     with pytest.raises(ConfigError, match="world size"):
         images_per_process(a.global_batch, a.masks_per_image, 3)
+
+
+def test_benchmark_runs_on_a_held_out_shard(tmp_path):
+    """`python -m benchmark --data sa1b=SHARD.tar`: every readable object scored; the undecodable jpg's objects and
+    the RLEs sized for another image recorded as failed with the reason; the broken json never reaches the records."""
+    from benchmark.cli import main as cli_main
+    from segcore.records import read_rows
+
+    info = make_sa1b(tmp_path / "s", n_shards=1, pairs_per_shard=5)
+    rc = cli_main(["--model", "oracle-box", "--data", f"sa1b={info['root'] / 'sa_000000.tar'}", "--results",
+                   str(tmp_path / "r"), "--run", "x", "--no-latest", "--no-progress", "--warmup", "0"])
+    assert rc == 0
+    rows = read_rows(tmp_path / "r" / "x")
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {r["dataset"] for r in rows} == {"sa1b"}
+    assert {r["image_id"] for r in ok} == {"sa_000004", "sa_000005"} and len(ok) == 6
+    assert {r["image_id"] for r in failed} == {"sa_000002", "sa_000003"} and len(failed) == 6
+    assert any("does not match the image size" in r["reason"] for r in failed if r["image_id"] == "sa_000003")

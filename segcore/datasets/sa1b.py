@@ -10,9 +10,10 @@ Two users:
   each shard's pairs are visited in a seeded permutation. Ranks are disjoint and together cover the epoch; a
   resumed stream skips the first `start` keys (only tar headers are read to skip).
 
-Broken input never stops a run: a corrupt json, an image whose size differs from its json, an RLE whose size or
-pixel count does not match the image, a truncated tar or a file without its partner is counted (`problems`,
-`skipped`) and skipped.
+Broken input never stops a run: a corrupt json, a truncated tar or a file without its partner is counted in
+`problems` and left out; an image whose size differs from its json, or an RLE whose size or pixel count does not
+match the image, fails that image or object alone with the reason (the harness records and counts it, the
+training stream counts and skips it).
 """
 from __future__ import annotations
 
@@ -283,7 +284,7 @@ class Sa1bDataset(Dataset):
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "path": str(self.root), "shards": len(self.source.shards),
-                "problems": dict(self.problems), "skipped": dict(self.skipped)}
+                "problems": dict(self.problems)}
 
     def _record(self, key) -> tuple[dict, bytes]:
         si, stem = key
@@ -292,7 +293,7 @@ class Sa1bDataset(Dataset):
         return rec, jpg
 
     def _build_index(self) -> list[ImageEntry]:
-        skipped, entries = Counter(), []
+        entries = []
         for si, shard in enumerate(self.source.shards):
             for stem in shard.stems():
                 what = f"{shard.name}:{stem}"
@@ -302,18 +303,12 @@ class Sa1bDataset(Dataset):
                     self.problems["corrupt_json"] += 1
                     log.warning("skip %s", e)
                     continue
-                objs = []
-                for ann in rec["annotations"]:
-                    try:
-                        annotation_rle(ann, rec["height"], rec["width"], f"{what} object {ann['id']}")
-                    except ItemError as e:
-                        skipped["rle_size_mismatch" if "size" in str(e) or "covers" in str(e) else "bad_rle"] += 1
-                        log.warning("skip %s", e)
-                        continue
-                    objs.append(ObjectEntry(str(ann["id"]), float(ann["area"]) if isinstance(ann.get("area"), (int, float)) else None))
+                # an object whose RLE does not fit the image stays in the index and fails alone, with the reason
+                # (load_masks → ItemError), as in the COCO adapter: the harness records and counts it
+                objs = [ObjectEntry(str(a["id"]), float(a["area"]) if isinstance(a.get("area"), (int, float)) else None)
+                        for a in rec["annotations"]]
                 if objs:
                     entries.append(ImageEntry(stem, rec["width"], rec["height"], tuple(objs), key=(si, stem)))
-        self.skipped = dict(skipped)
         return entries
 
     def _cached(self, entry: ImageEntry) -> dict:
