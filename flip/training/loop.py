@@ -331,8 +331,13 @@ def _train(args) -> dict:
 
     provenance = {"parent": getattr(model, "parent", None), "data": list(args.data),
                   "data_fingerprint": data_fingerprints(args.data, adapters) if rank == 0 else None}
-    if resume_path and ck.get("provenance"):
-        provenance = ck["provenance"] if ck["provenance"].get("data") == list(args.data) else provenance
+    if resume_path and ck.get("provenance"):  # the lineage stays; data that changed on resume is kept as history
+        old = ck["provenance"]
+        provenance["parent"] = old.get("parent") or provenance["parent"]
+        provenance["earlier_data"] = list(old.get("earlier_data") or [])
+        if rank == 0 and old.get("data_fingerprint") != provenance["data_fingerprint"]:
+            provenance["earlier_data"].append({"data": old.get("data"), "data_fingerprint": old.get("data_fingerprint"),
+                                               "until_step": step})
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         meta = {"provenance": provenance, "args": vars(args), "world_size": world, "device": str(device), "init_weights": source,
