@@ -161,4 +161,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from segcore.waitpolicy import apply_wait_policy
+
+    apply_wait_policy()  # before torch and its OpenMP runtime load (this module's imports are torch-free)
     sys.exit(main())
