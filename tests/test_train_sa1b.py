@@ -1,9 +1,7 @@
 """SA-1B as a dataset: tar shards and extracted folders written by a fixture in the SA-1B layout (with a truncated
 json, a jpg that is not an image, an RLE sized for another image and a lone file), the benchmark adapter, the
 streamed training split over ranks and DataLoader workers, resume, and a 2-process gloo run."""
-import os
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
