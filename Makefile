@@ -25,7 +25,10 @@ STAMP   := $(VENV)/.stamp
 # python -m benchmark / flip.training and the scripts apply it themselves (segcore/waitpolicy.py)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup setup-all test test-user test-developer bench robustness weights paper objascale train ext clean help
+EVAL    ?= data/objascale-mini
+FT_OUT  ?= runs/finetune
+
+.PHONY: setup setup-all test test-user test-developer bench robustness weights paper objascale train finetune ext clean help
 help:
 	@echo "make bench [MODEL=flip-tiny] [DATA=data/objascale-mini]  run the benchmark, reports in results/"
 	@echo "  [PROMPT=oracle|box-jitter:0.1,20|gaussian-jitter:0.1|detections=FILE]  prompt protocol (docs/prompts.md)"
@@ -36,6 +39,8 @@ help:
 	@echo "make paper [PAPER_DATA=dir] [MODELS=a,b]                the paper's Tables 1, 3 and Fig. 7 heat maps, results/paper/"
 	@echo "make objascale [PRESET=mini] [OUT=data/objascale-mini]   render an ObjaScale dataset"
 	@echo "make train [MODEL=flip-tiny] [DATA=...]                 train FLIP"
+	@echo "make finetune MODEL=flip-tiny.authors DATA=... EVAL=... [FT_OUT=runs/finetune] [ARGS='-- --steps 300']"
+	@echo "                                                        fine-tune published weights, benchmark before/after"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +99,9 @@ robustness: setup-all
 
 train: $(STAMP)-objascale
 	$(PY) -m flip.training --model $(MODEL) --data $(DATA) $(ARGS)
+
+finetune: $(STAMP)-objascale
+	$(PY) -m flip.training.finetune --model $(MODEL) --data $(DATA) --eval $(EVAL) --out $(FT_OUT) $(ARGS)
 
 clean:
 	rm -rf build *.egg-info flip/*.so

@@ -83,6 +83,7 @@ def load_flip(name: str, weights=None, device=None, download: bool | None = None
         else:  # an explicit authors'-format file (.ckpt / .onnx)
             rule = dict(AUTHORS_RULE)
         wid = hub.weights_id(paths, published_files(), project=meta is not None)
+        model.weights_paths = [str(p) for p in paths]  # provenance of models trained from these weights
     model.weights_id = wid
     model.gaussian_convention = rule["convention"]
     model.sampler_compat = rule["sampler_compat"]

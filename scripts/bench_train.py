@@ -1,9 +1,11 @@
-"""Training throughput (objects per second) of FLIP with 0, 1 and 2 DataLoader workers on this machine.
+"""Training throughput (optimiser steps and objects per second) of FLIP with 0, 1 and 2 DataLoader workers.
 
-    python scripts/bench_train.py --data data/objascale-mini --model flip-tiny --steps 20
+    python scripts/bench_train.py --data data/objascale-mini --model flip-tiny --batch-images 16 --steps 10 --rounds 3
 
 Each setting runs the real pipeline (benchmark adapter → fovea sampler → packed forward/backward → Ranger step)
-for --warmup steps, then times --steps steps. Prints one row per worker count; nothing is asserted.
+for --warmup steps, then times --steps steps. Settings are interleaved (round 1: 0, 1, 2 workers; round 2: 0, 1,
+2 ...) so a change in the machine's load hits all of them; prints every run and the median per setting, with the
+load average. Nothing is asserted.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ apply_wait_policy()  # first: before torch and its OpenMP runtime load (segcore/
 import argparse  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import statistics  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
@@ -68,15 +71,20 @@ def main(argv=None):
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts to compare")
     p.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
     p.add_argument("--seed", type=int, default=0, help="run seed")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds over the worker counts")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, load average "
           f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}, threads {args.threads}, model {args.model}, "
           f"{args.batch_images} images x {args.masks_per_image} masks per step, data {args.data}")
-    print("workers,objects_per_s,s_per_step,objects_timed")
-    for w in args.workers:
-        ops, sps, n = run(args, w)
-        print(f"{w},{ops:.1f},{sps:.3f},{n}", flush=True)
+    print("round,workers,steps_per_s,objects_per_s,s_per_step,objects_timed,load_avg_1min")
+    got = {w: [] for w in args.workers}
+    for r in range(args.rounds):
+        for w in args.workers:
+            ops, sps, n = run(args, w)
+            got[w].append(1.0 / sps)
+            print(f"{r},{w},{1.0 / sps:.3f},{ops:.1f},{sps:.3f},{n},{os.getloadavg()[0]:.1f}", flush=True)
+    print("# median over rounds: " + ", ".join(f"{w} workers {statistics.median(v):.3f} steps/s" for w, v in got.items()))
 
 
 if __name__ == "__main__":

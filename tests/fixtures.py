@@ -80,3 +80,84 @@ def assert_segmenter_behaves(seg, image, prompts) -> None:
     one = seg.predict(list(prompts)[:1])
     assert isinstance(one, list) and len(one) == 1 and one[0].shape == out[0].shape
     assert isinstance(seg.timings, dict) and set(seg.timings) <= set(PHASES)
+
+
+def _sa1b_pair(rng: np.random.Generator, stem: str, h: int, w: int, n_objects: int) -> tuple[bytes, dict]:
+    """One SA-1B-layout pair: JPEG bytes and its record (ellipses on noise, RLE strings as SA-1B stores them)."""
+    import io
+
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    img = (rng.random((h, w, 3)) * 60 + 40).astype(np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    anns = []
+    for j in range(n_objects):
+        cx, cy = rng.uniform(14, w - 14), rng.uniform(14, h - 14)
+        m = ((xx - cx) / rng.uniform(4, 12)) ** 2 + ((yy - cy) / rng.uniform(4, 10)) ** 2 <= 1
+        img[m] = rng.integers(140, 255, 3)
+        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        anns.append({"id": int(rng.integers(1 << 30)) * 8 + j, "area": int(m.sum()),
+                     "bbox": [float(v) for v in mask_utils.toBbox(rle)], "predicted_iou": 0.9, "stability_score": 0.95,
+                     "point_coords": [[float(cx), float(cy)]], "crop_box": [0, 0, w, h],
+                     "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")}})
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95)
+    rec = {"image": {"image_id": int(stem.split("_")[1]), "width": w, "height": h, "file_name": f"{stem}.jpg"},
+           "annotations": anns}
+    return buf.getvalue(), rec
+
+
+def make_sa1b(root, n_shards: int = 3, pairs_per_shard: int = 4, tar: bool = True, seed: int = 0,
+              size=(64, 80), objects_per_image: int = 3, faults: bool = True) -> dict:
+    """SA-1B layout: root/sa_00000k.tar shards (tar=True) or root/sa_00000k/ folders of sa_<id>.jpg/.json pairs.
+
+    With `faults`, shard 0 holds one corrupt json (not json), one jpg that is not an image, one json whose RLE is
+    sized for another image (every object skipped: counted) and one jpg without its json. Returns
+    {"root", "good": stems of the pairs whose json reads, "all": every paired stem, "objects": good object keys}."""
+    import tarfile
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    h, w = size
+    good, paired, objects = [], [], []
+    n = 0
+    for s in range(n_shards):
+        files = []
+        for i in range(pairs_per_shard):
+            n += 1
+            stem = f"sa_{n:06d}"
+            jpg, rec = _sa1b_pair(rng, stem, h, w, objects_per_image)
+            fault = faults and s == 0 and i < 3 and pairs_per_shard >= 4
+            if fault and i == 0:
+                js = b'{"image": {"width": 80, "height": 6'  # truncated json
+            else:
+                if fault and i == 2:  # RLE sized for another image
+                    for a in rec["annotations"]:
+                        a["segmentation"]["size"] = [h + 8, w]
+                js = json.dumps(rec).encode()
+            if fault and i == 1:
+                jpg = b"\xff\xd8 not a jpeg"
+            paired.append(stem)
+            if not (fault and i == 0):
+                good.append(stem)
+                if not (fault and i == 2):
+                    objects += [f"{stem}:{a['id']}" for a in rec["annotations"]]
+            files += [(f"{stem}.jpg", jpg), (f"{stem}.json", js)]
+        if faults and s == 0:
+            files.append((f"sa_{999000 + s:06d}.jpg", b"\xff\xd8 lone"))  # no partner
+        shard = f"sa_{s:06d}"
+        if tar:
+            with tarfile.open(root / f"{shard}.tar", "w") as tf:
+                for name, data in files:
+                    import io
+
+                    info = tarfile.TarInfo(f"./{name}")  # SA-1B's tars store ./sa_<id>.jpg
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+        else:
+            (root / shard).mkdir(exist_ok=True)
+            for name, data in files:
+                (root / shard / name).write_bytes(data)
+    return {"root": root, "good": good, "all": paired, "objects": objects}

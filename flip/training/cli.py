@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--steps", type=int, default=10000, help="optimiser steps to train for (total, including resumed ones)")
     a("--batch-images", type=int, default=16, help="images per step per process (paper: 16 per GPU)")
     a("--masks-per-image", type=int, default=4, help="objects drawn per image (paper: 4)")
+    a("--global-batch", type=int, default=0, help="objects per optimiser step over all processes (paper: 256); sets "
+      "--batch-images to global / (masks per image × world size), so the GPU/node count is the only free choice (0: off)")
     a("--epoch-length", type=int, default=0, help="images per epoch per process (0: number of images in the data)")
     a("--workers", type=int, default=0, help="DataLoader worker processes")
     a("--prefetch", type=int, default=1, help="batches prefetched per worker (staleness of the group split)")
@@ -87,6 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for k in ("steps", "batch_images", "masks_per_image", "ckpt_every", "log_every", "mask_pixels", "threads"):
         if getattr(args, k) < 1:
             p.error(f"--{k.replace('_', '-')} must be ≥ 1")
+    if args.global_batch < 0:
+        p.error("--global-batch must be ≥ 0")
     if args.workers < 0 or args.prefetch < 1:
         p.error("--workers must be ≥ 0 and --prefetch ≥ 1")
     if not (0 < args.min_tokens <= args.mean_tokens <= args.max_tokens):

@@ -7,6 +7,7 @@ run sees the same stream. The C sampler gets explicit integer seeds drawn from t
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -253,6 +254,87 @@ class MixtureSampler(torch.utils.data.Sampler):
                 yield (d, img, self.epoch, pos)
 
 
+class ShardStream(torch.utils.data.IterableDataset):
+    """SA-1B shards as one endless stream per rank (segcore.datasets.sa1b.Sa1bSource.stream: shards dealt out to
+    ranks per epoch from the seed, pairs in a seeded order inside each shard).
+
+    DataLoader worker w of W builds the batches j ≡ w (mod W), counted from the resume point `start`. That is the
+    order in which the DataLoader hands batches out, so what a rank has consumed is always a prefix of its stream,
+    whatever the worker count: resuming at `start` = items consumed continues exactly. Each item is seeded by its
+    identity (seed, epoch, shard, pair), never by its position or worker."""
+
+    def __init__(self, source, cfg: SampleConfig, seed: int, batch_images: int, rank: int = 0, world: int = 1,
+                 group_counts=None):
+        self.source, self.cfg, self.seed = source, cfg, int(seed)
+        self.batch_images, self.rank, self.world = int(batch_images), int(rank), int(world)
+        self.group_counts = group_counts
+        self.start = 0
+        self.errors: Counter = Counter()  # per process: images, masks, objects_skipped
+        self._objs = None
+
+    def set_start(self, start: int) -> None:
+        self.start = int(start)
+
+    @property
+    def make_object(self) -> ObjectSampler:
+        if self._objs is None:
+            self._objs = ObjectSampler(self.cfg, self.group_counts)
+        return self._objs
+
+    def keys(self, worker: int = 0, workers: int = 1, epochs: int | None = None):
+        """(k, epoch, shard index, stem) this worker builds."""
+        for key in self.source.stream(self.seed, self.rank, self.world, start=self.start, epochs=epochs):
+            if ((key[0] - self.start) // self.batch_images) % workers == worker:
+                yield key
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        for _, epoch, si, stem in self.keys(w, nw):
+            yield self.item(epoch, si, stem)
+
+    def item(self, epoch: int, si: int, stem: str) -> list[dict]:
+        """Up to masks_per_image objects of one pair; [] (counted) when the pair is unusable."""
+        from segcore.datasets.sa1b import annotation_rle, decode_image, decode_rle, name_hash, parse_record
+        from segcore.image import ItemError
+
+        shard = self.source.shards[si]
+        what = f"{shard.name}:{stem}"
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch), name_hash(what)]))
+        try:
+            jpg, js = shard.read(stem)
+            rec = parse_record(js, f"{what}.json")
+            anns = rec["annotations"]
+            if not anns:
+                raise ItemError(f"{what}: no annotation")
+            k = self.cfg.masks_per_image
+            pick = rng.choice(len(anns), size=k, replace=len(anns) < k)
+            image = decode_image(jpg, rec, f"{what}.jpg")
+        except ItemError as e:
+            self.errors["images"] += 1
+            log.warning("skip %s", e)
+            return []
+        out = []
+        for j in pick:
+            ann = anns[int(j)]
+            owhat = f"{what} object {ann['id']}"
+            try:
+                mask = decode_rle(annotation_rle(ann, rec["height"], rec["width"], owhat), owhat)
+            except ItemError as e:
+                self.errors["masks"] += 1
+                log.warning("skip %s", e)
+                continue
+            try:
+                obj = self.make_object(image, mask, rng, owhat)
+            except ValueError as e:  # the validity filter or the sampler rejected it
+                self.errors["objects_skipped"] += 1
+                log.debug("skip %s", e)
+                continue
+            obj["key"], obj["epoch"] = f"{what}:{ann['id']}", int(epoch)
+            out.append(obj)
+        return out
+
+
 def collate(items: list[list[dict]]) -> dict | None:
     """Flatten images × masks into one packed batch. Per patch size: concatenated patches, coords and the number
     of patches each object contributes; mask queries (B, M) and labels (B, M); per-object group counts (B, 7)."""
@@ -270,6 +352,8 @@ def collate(items: list[list[dict]]) -> dict | None:
         "group_counts": torch.stack([o["group_counts"] for o in objs]),
         "num_tokens": torch.tensor([o["num_tokens"] for o in objs]),
         "area_ratio": torch.tensor([o["area_ratio"] for o in objs], dtype=torch.float64),
+        "failed_items": sum(1 for it in items if not it),  # images that gave no object (counted by the loop)
+        "epoch": max(o.get("epoch", -1) for o in objs),  # the stream's epoch (-1: map-style data)
     }
 
 

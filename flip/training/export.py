@@ -20,7 +20,8 @@ def export(checkpoint, out, half: bool = True, extra: dict | None = None) -> dic
     meta = {"step": int(ck["step"]), "convention": ck.get("convention", args.get("gaussian_convention", "pixel")),
             # checkpoints from before --sampler-compat existed were all trained with the exact rule
             "sampler_compat": args.get("sampler_compat", "exact"),
-            "init_weights": ck.get("source", "random"), "train_args": args, "checkpoint": str(checkpoint)}
+            "init_weights": ck.get("source", "random"), "train_args": args, "checkpoint": str(checkpoint),
+            **(ck.get("provenance") or {})}  # parent weights' sha256, training data fingerprint
     meta.update(extra or {})
     export_weights(ck["model"], out, name=ck.get("model_name", args.get("model", "flip-tiny")),
                    model_config=ck.get("model_config", {}), meta=meta, half=half)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from segcore.atomic import atomic_write_text
 
 from .checkpoint import atomic_save, export_weights, load_checkpoint, rng_state, set_rng_state
-from .data import PATCH_SETS, MixtureSampler, SampleConfig, TrainSet, collate, worker_init_fn
+from .data import PATCH_SETS, MixtureSampler, SampleConfig, ShardStream, TrainSet, collate, worker_init_fn
 from .groups import GroupBalancer, group_ious
 from .optim import ranger
 from .validate import held_out, validate
@@ -51,6 +51,14 @@ def setup_distributed(device_arg: str | None):
     return rank, world, device
 
 
+def images_per_process(global_batch: int, masks_per_image: int, world: int) -> int:
+    per, rest = divmod(global_batch, masks_per_image * world)
+    if rest or per < 1:
+        raise ConfigError(f"--global-batch {global_batch} does not split into {world} process(es) × {masks_per_image} "
+                          f"masks × whole images; choose a world size dividing {global_batch // masks_per_image}")
+    return per
+
+
 def open_datasets(specs, weights):
     from segcore.datasets import DatasetError, open_dataset
 
@@ -61,6 +69,11 @@ def open_datasets(specs, weights):
         raise ConfigError(f"--data-weights {weights} must give one non-negative weight per dataset ({len(specs)})")
     try:
         adapters = [open_dataset(s) for s in specs]
+        if any(a.kind == "sa1b" for a in adapters):  # streamed: never index SA-1B (one json read per image)
+            if len(adapters) > 1:
+                raise ConfigError("SA-1B shards stream on their own: pass one SA-1B --data folder (or .tar), "
+                                  "no other dataset next to it")
+            return adapters, weights
         for a in adapters:
             if a.num_images() == 0:
                 raise ConfigError(f"dataset {a.name} has no image with objects (ObjaScale folders open their eval "
@@ -95,7 +108,36 @@ def build_model(args, device):
             raise ConfigError(f"--init-weights {name_or_path}: {e}") from None
         model.load_state_dict(loaded.state_dict())  # strict: the file was checked against the same architecture
         source = loaded.weights_id
+        from segcore.hub import sha256
+
+        parent = {"init_weights": name_or_path, "weights_id": source,
+                  "files": [{"name": Path(f).name, "sha256": sha256(f)} for f in loaded.weights_paths],
+                  "convention": loaded.gaussian_convention, "sampler_compat": loaded.sampler_compat}
+        if (parent["convention"], parent["sampler_compat"]) != (args.gaussian_convention, args.sampler_compat):
+            log.warning("--init-weights %s was trained with convention %s / sampler rule %s; this run uses %s / %s",
+                        name_or_path, parent["convention"], parent["sampler_compat"], args.gaussian_convention,
+                        args.sampler_compat)
+        model.parent = parent
     return model.to(device), source
+
+
+def data_fingerprints(specs, adapters) -> dict:
+    """{spec: fingerprint} of the training data: the content digest (segcore.datasets.dataset_fingerprint), except
+    for streamed SA-1B, whose terabytes are identified by shard names, sizes and mtimes (kind "listing")."""
+    from segcore.datasets import dataset_fingerprint
+    import hashlib
+
+    out = {}
+    for spec, a in zip(specs, adapters):
+        if a.kind == "sa1b" and len(a.source.shards) > 64:
+            h = hashlib.sha256()
+            for sh in a.source.shards:
+                st = os.stat(getattr(sh, "path", None) or sh.js)
+                h.update(f"{sh.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            out[spec] = {"kind": "listing", "fingerprint": h.hexdigest()[:16]}
+        else:
+            out[spec] = {"kind": "content", "fingerprint": dataset_fingerprint(spec)}
+    return out
 
 
 def model_config_dict(model) -> dict:
@@ -216,6 +258,8 @@ def train(args) -> dict:
 
 def _train(args) -> dict:
     rank, world, device = setup_distributed(args.device)
+    if args.global_batch:  # the recipe fixes objects per step; the process count decides the per-process share
+        args.batch_images = images_per_process(args.global_batch, args.masks_per_image, world)
     torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision("highest")
     out = Path(args.out)
@@ -278,26 +322,49 @@ def _train(args) -> dict:
                        mean_tokens=args.mean_tokens, num_mask_pixels=args.mask_pixels,
                        masks_per_image=args.masks_per_image, augment=not args.no_augment,
                        convention=args.gaussian_convention, sampler_compat=args.sampler_compat)
-    dataset = TrainSet(adapters, cfg, seed=args.seed, rank=rank, group_counts=balancer.shared)
-    epoch_len = args.epoch_length or sum(dataset.sizes())
-    epoch_len = max(args.batch_images, epoch_len // args.batch_images * args.batch_images)
-    sampler = MixtureSampler(dataset.sizes(), weights, seed=args.seed, epoch_length=epoch_len, rank=rank, world=world)
-    if position >= epoch_len:  # resumed on a smaller/changed dataset: start the next epoch
-        epoch, position = epoch + 1, 0
+    streamed = adapters[0].kind == "sa1b"
+    if streamed:  # one endless stream per rank; `position` = items this rank consumed (epochs are inside the stream)
+        dataset = ShardStream(adapters[0].source, cfg, seed=args.seed, batch_images=args.batch_images, rank=rank,
+                              world=world, group_counts=balancer.shared)
+        epoch_len, data_size = 0, len(adapters[0].source.shards)
+        if resume_path and ck.get("world_size", world) != world:
+            log.warning("resumed with %d ranks, the checkpoint had %s: the shard split changes, the stream restarts "
+                        "at the same position of a different order", world, ck.get("world_size"))
+    else:
+        dataset = TrainSet(adapters, cfg, seed=args.seed, rank=rank, group_counts=balancer.shared)
+        data_size = sum(dataset.sizes())
+        epoch_len = args.epoch_length or data_size
+        epoch_len = max(args.batch_images, epoch_len // args.batch_images * args.batch_images)
+        sampler = MixtureSampler(dataset.sizes(), weights, seed=args.seed, epoch_length=epoch_len, rank=rank, world=world)
+        if position >= epoch_len:  # resumed on a smaller/changed dataset: start the next epoch
+            epoch, position = epoch + 1, 0
 
     def loader(ep, start):
+        kw = dict(batch_size=args.batch_images, num_workers=args.workers, collate_fn=collate,
+                  worker_init_fn=worker_init_fn, prefetch_factor=args.prefetch if args.workers else None,
+                  persistent_workers=False, pin_memory=device.type == "cuda")
+        if streamed:
+            dataset.set_start(start)
+            return torch.utils.data.DataLoader(dataset, **kw)
         sampler.set_epoch(ep, start)
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=args.batch_images, sampler=sampler, num_workers=args.workers, collate_fn=collate,
-            worker_init_fn=worker_init_fn, prefetch_factor=args.prefetch if args.workers else None,
-            persistent_workers=False, pin_memory=device.type == "cuda")
+        return torch.utils.data.DataLoader(dataset, sampler=sampler, **kw)
 
+    provenance = {"parent": getattr(model, "parent", None), "data": list(args.data),
+                  "data_fingerprint": data_fingerprints(args.data, adapters) if rank == 0 else None}
+    if resume_path and ck.get("provenance"):  # the lineage stays; data that changed on resume is kept as history
+        old = ck["provenance"]
+        provenance["parent"] = old.get("parent") or provenance["parent"]
+        provenance["earlier_data"] = list(old.get("earlier_data") or [])
+        if rank == 0 and old.get("data_fingerprint") != provenance["data_fingerprint"]:
+            provenance["earlier_data"].append({"data": old.get("data"), "data_fingerprint": old.get("data_fingerprint"),
+                                               "until_step": step})
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        meta = {"args": vars(args), "world_size": world, "device": str(device), "init_weights": source,
+        meta = {"provenance": provenance, "args": vars(args), "world_size": world, "device": str(device), "init_weights": source,
                 "model_config": model_config_dict(model), "datasets": [a.describe() for a in adapters],
-                "data_weights": weights, "epoch_length": epoch_len,
-                "data_images": dataset.sizes(), "torch": torch.__version__}
+                "data_weights": weights, "epoch_length": epoch_len, "streamed": streamed,
+                "data_images": [] if streamed else dataset.sizes(), "data_shards": data_size if streamed else None,
+                "torch": torch.__version__}
         atomic_write_text(out / "config.json", json.dumps(meta, indent=2, default=str))
     logger = Logger(out, rank == 0, resume=resume_path is not None)
     held = None
@@ -313,13 +380,14 @@ def _train(args) -> dict:
                      "position": position, "rng": rng_state(), "args": vars(args), "model_name": args.model,
                      "model_config": model_config_dict(model), "source": source,
                      "convention": args.gaussian_convention, "wall_time_s": wall + time.perf_counter() - t_start,
-                     "data_images": sum(dataset.sizes()), "objects_seen": objects_seen}, path)
+                     "data_images": data_size, "objects_seen": objects_seen, "world_size": world,
+                     "provenance": provenance}, path)
 
     from tqdm import tqdm
 
     bar = tqdm(total=args.steps, initial=step, disable=rank != 0 or not args.progress, desc="train", dynamic_ncols=True)
     model.train()
-    t_last, objs_since, skipped, empty_in_a_row = time.perf_counter(), 0, 0, 0
+    t_last, objs_since, skipped, empty_in_a_row, failed_items = time.perf_counter(), 0, 0, 0, 0
     t_start = time.perf_counter()
     sums = {"loss": 0.0, "iou": 0.0, "n": 0}
     last = {}
@@ -334,6 +402,7 @@ def _train(args) -> dict:
         position += args.batch_images
         if batch is None:  # every image of the batch failed: nothing to learn from, logged by the dataset
             skipped += 1
+            failed_items += args.batch_images
             empty_in_a_row += 1
             if empty_in_a_row >= MAX_EMPTY_BATCHES:
                 raise NoUsableData(f"no usable object in {empty_in_a_row} batches in a row ({empty_in_a_row * args.batch_images} "
@@ -341,6 +410,9 @@ def _train(args) -> dict:
                                    "or masks in this process): check the --data images and masks")
             continue
         empty_in_a_row = 0
+        failed_items += batch["failed_items"]
+        if streamed:
+            epoch = max(epoch, batch["epoch"])
         result = train_step(ddp, opt, scaler, batch, device, amp)
         if result is None:
             skipped += 1
@@ -363,7 +435,7 @@ def _train(args) -> dict:
             now = time.perf_counter()
             last = {"loss": sums["loss"] / sums["n"], "iou_sampled": sums["iou"] / sums["n"],
                     "objects_per_s": objs_since / max(now - t_last, 1e-9) * world, "epoch": epoch,
-                    "skipped_batches": skipped, "lr": args.lr, "objects_seen": objects_seen,
+                    "skipped_batches": skipped, "failed_images": failed_items, "lr": args.lr, "objects_seen": objects_seen,
                     "wall_s": round(wall + now - t_start, 1),
                     **{f"pixels_g{g}": int(c) for g, c in enumerate(balancer.counts())},
                     **{f"ema_iou_g{g}": float(v) for g, v in enumerate(balancer.ema_iou)}}
@@ -385,9 +457,11 @@ def _train(args) -> dict:
     if rank == 0 and args.export:
         export_weights(model.state_dict(), args.export, name=args.model, model_config=model_config_dict(model),
                        meta={"step": step, "convention": args.gaussian_convention, "sampler_compat": args.sampler_compat,
-                             "source": source,
-                             "data": list(args.data)})
+                             "source": source, "init_weights": source, "objects_seen": objects_seen,
+                             "train_args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, type(None)))},
+                             **provenance})
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return {"step": step, "last": last, "skipped_batches": skipped, "data_errors": dataset.errors}
+    return {"step": step, "last": last, "skipped_batches": skipped, "failed_images": failed_items,
+            "data_errors": dict(dataset.errors) if streamed else dataset.errors, "position": position, "epoch": epoch}

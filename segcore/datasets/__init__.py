@@ -8,6 +8,8 @@ A data spec names one dataset:
                                     DIR#train, DIR#all or another split its images carry
   FILE.json[::IMAGE_DIR]            any COCO-format file (COCO, LVIS) with its image folder
   FILE.h5 / FILE.hdf5               the FLIP HDF5 layout
+  DIR of .tar shards / sa_*.json    SA-1B: .tar shards read in place, or extracted sa_<id>.jpg/.json pairs
+  FILE.tar                          one SA-1B shard (e.g. a held-out shard: --data sa1b=/data/sa1b/sa_000999.tar)
   NAME=<any of the above>           the same, shown as NAME in tables
 
 Several specs in one string are separated by commas (`python -m benchmark --data A,B`).
@@ -43,11 +45,12 @@ from .coco import CocoDataset, ObjaScaleDataset, segmentation_to_rle
 from ..hdf5 import write_flip_hdf5
 from ..hub import sha256
 from .hdf5 import FlipHdf5Dataset
+from .sa1b import Sa1bDataset, Sa1bSource, looks_like_sa1b
 
 __all__ = [
     "prompts_of",
     "Dataset", "DatasetError", "ImageEntry", "ItemError", "ObjectEntry", "Sample", "CocoDataset", "ObjaScaleDataset",
-    "FlipHdf5Dataset", "open_dataset", "parse_spec", "split_specs", "escape_spec", "Selection", "select",
+    "FlipHdf5Dataset", "Sa1bDataset", "Sa1bSource", "open_dataset", "parse_spec", "split_specs", "escape_spec", "Selection", "select",
     "select_counted", "segmentation_to_rle", "write_flip_hdf5", "dataset_fingerprint",
 ]
 
@@ -119,7 +122,7 @@ def parse_spec(spec: str) -> tuple[str | None, Path, str | None, str | None]:
     return name, Path(path), split, image_root
 
 
-DATA_SUFFIXES = {".png", ".jpg", ".jpeg", ".json", ".hdf5", ".h5", ".webp", ".bmp", ".tif", ".tiff"}
+DATA_SUFFIXES = {".png", ".jpg", ".jpeg", ".json", ".hdf5", ".h5", ".webp", ".bmp", ".tif", ".tiff", ".tar"}
 RACY_SECONDS = 2.0  # a digest of a file modified this recently is not cached (an edit in the same tick is invisible)
 
 
@@ -234,18 +237,23 @@ def open_dataset(spec: str) -> Dataset:
     if split is not None:
         raise DatasetError(f"{spec}: #{split} selects a split of an ObjaScale folder; {p} is not one "
                            "(escape a # that belongs to the path as \\#)")
+    if looks_like_sa1b(p):
+        if image_root is not None:
+            raise DatasetError(f"{spec}: ::IMAGE_DIR is for COCO json files; SA-1B pairs hold their images")
+        return Sa1bDataset(p, name=name)
     if p.is_dir():
         h5 = sorted(list(p.glob("*.hdf5")) + list(p.glob("*.h5")))
         if len(h5) == 1 and image_root is None:
             return FlipHdf5Dataset(h5[0], name=name or p.name)
-        raise DatasetError(f"{p}: no annotations.json and not exactly one .hdf5 file inside; cannot tell the format")
+        raise DatasetError(f"{p}: no annotations.json, no SA-1B shard or pair and not exactly one .hdf5 file inside; "
+                           "cannot tell the format")
     if p.suffix.lower() in (".h5", ".hdf5"):
         if image_root is not None:
             raise DatasetError(f"{spec}: ::IMAGE_DIR is for COCO json files; an HDF5 file holds its images")
         return FlipHdf5Dataset(p, name=name)
     if p.suffix.lower() == ".json":
         return CocoDataset(p, image_root, name=name)
-    raise DatasetError(f"{p}: unknown dataset format (expected a folder, .json or .hdf5)")
+    raise DatasetError(f"{p}: unknown dataset format (expected a folder, .json, .hdf5 or an SA-1B .tar)")
 
 
 @dataclass(frozen=True)
