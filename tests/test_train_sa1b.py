@@ -45,7 +45,7 @@ def test_adapter_counts_and_skips_broken_members(sa1b):
         assert image.shape == (64, 80, 3) and unusable == 0 and len(prompts) == len(e.objects) == 3
         assert all(g.shape == (64, 80) and g.any() for g in gts)
         ok += 1
-    assert ok == len(ids) - 2 and [f[0] for f in failed] == ["sa_000002"] and "cannot decode image" in failed[0][1]
+    assert ok == len(ids) - 2 and [f[0] for f in failed] == ["sa_000002"] and "cannot decode" in failed[0][1]
     areas = ds.mask_areas(ds.index()[-1], [o.object_id for o in ds.index()[-1].objects])
     assert all(a[1] == 64 * 80 and 0 < a[0] < a[1] for a in areas.values())
 
