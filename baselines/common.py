@@ -49,6 +49,25 @@ class BaselineSegmenter:
     def timings(self) -> dict:
         return dict(self.timer.times)
 
+    def _adopt(self, name: str, module, weights_id: str, batch: int = 16):
+        """Take the protocol attributes of a wrapped torch module; returns the module on the device, in eval mode."""
+        self.name, self.batch, self.weights_id = name, int(batch), weights_id
+        module = module.to(self.device).eval()
+        self.num_parameters = count_parameters(module)
+        return module
+
+    def _sam_set_image(self, image: np.ndarray) -> None:
+        """SamPredictor-style encoding (segment-anything and its forks: MobileSAM, HQ-SAM), phases timed."""
+        import torch
+
+        image = self._begin_image(image)
+        p = self.predictor
+        with self.timer("preprocess"):
+            resized = p.transform.apply_image(image)  # longest side → 1024, as SamPredictor.set_image does
+            x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        with self.timer("encoder"), torch.inference_mode():
+            p.set_torch_image(x, image.shape[:2])  # normalise, pad to 1024², run the image encoder
+
     def _begin_image(self, image: np.ndarray) -> np.ndarray:
         image = check_image(image)
         self.timer.reset()

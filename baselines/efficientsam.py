@@ -18,7 +18,7 @@ import numpy as np
 
 from segcore.prompt import Prompt
 
-from .common import BaselineSegmenter, count_parameters, register_baseline
+from .common import BaselineSegmenter, register_baseline
 from .weights import RANDOM, WeightsError, WeightsSpec, check_state_dict, load_state_dict, resolve, weights_id
 
 _REPO = "https://github.com/yformer/EfficientSAM/raw/main/"
@@ -112,11 +112,8 @@ class EfficientSamSegmenter(BaselineSegmenter):
     mask_rule = "score-argmax"  # of the three multimask outputs, the highest predicted IoU
     def __init__(self, name: str, weights=None, device=None, batch: int = 16):
         super().__init__(device)
-        self.name = name
-        self.batch = int(batch)
-        module, self.weights_id = build_efficientsam_module(name, weights, self.device)
-        self.model = module.to(self.device).eval()
-        self.num_parameters = count_parameters(self.model)
+        module, wid = build_efficientsam_module(name, weights, self.device)
+        self.model = self._adopt(name, module, wid, batch)
         self.embeddings = None
 
     def set_image(self, image: np.ndarray) -> None:

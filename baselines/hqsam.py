@@ -17,7 +17,7 @@ import numpy as np
 
 from segcore.prompt import Prompt
 
-from .common import LogitsSegmenter, count_parameters, register_baseline
+from .common import LogitsSegmenter, register_baseline
 from .weights import RANDOM, WeightsSpec, check_state_dict, load_state_dict, resolve, weights_id
 
 HQ_URL = "https://huggingface.co/lkeab/hq-sam/resolve/main/"  # the authors' files (README: alternative links)
@@ -43,24 +43,12 @@ class HQSamSegmenter(LogitsSegmenter):
         from segment_anything_hq import SamPredictor
 
         super().__init__(device)
-        self.name = name
-        self.batch = int(batch)
-        self.sam = sam.to(self.device).eval()
-        self.num_parameters = count_parameters(self.sam)
-        self.weights_id = wid
+        self.sam = self._adopt(name, sam, wid, batch)
         self.predictor = SamPredictor(self.sam)
         self.mask_threshold = float(self.sam.mask_threshold)
 
     def set_image(self, image: np.ndarray) -> None:
-        import torch
-
-        image = self._begin_image(image)
-        p = self.predictor
-        with self.timer("preprocess"):
-            resized = p.transform.apply_image(image)  # longest side → 1024, as SamPredictor.set_image does
-            x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        with self.timer("encoder"), torch.inference_mode():
-            p.set_torch_image(x, image.shape[:2])  # normalise, pad, encoder (+ the early ViT features HQ uses)
+        self._sam_set_image(image)  # HQ-SAM's predictor also keeps the early ViT features it needs
 
     def predict_logits(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
         import torch

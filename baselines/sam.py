@@ -13,7 +13,7 @@ import numpy as np
 
 from segcore.prompt import Prompt
 
-from .common import BaselineSegmenter, count_parameters, register_baseline
+from .common import BaselineSegmenter, register_baseline
 from .weights import RANDOM, WeightsSpec, check_state_dict, load_state_dict, resolve, weights_id
 
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -35,23 +35,11 @@ class SamFamilySegmenter(BaselineSegmenter):
 
     def __init__(self, name: str, sam, predictor_cls, wid: str, device=None, batch: int = 16):
         super().__init__(device)
-        self.name = name
-        self.batch = int(batch)
-        self.sam = sam.to(self.device).eval()
-        self.num_parameters = count_parameters(self.sam)
-        self.weights_id = wid
+        self.sam = self._adopt(name, sam, wid, batch)
         self.predictor = predictor_cls(self.sam)
 
     def set_image(self, image: np.ndarray) -> None:
-        import torch
-
-        image = self._begin_image(image)
-        p = self.predictor
-        with self.timer("preprocess"):
-            resized = p.transform.apply_image(image)  # longest side → 1024, as SamPredictor.set_image does
-            x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        with self.timer("encoder"), torch.inference_mode():
-            p.set_torch_image(x, image.shape[:2])  # normalise, pad to 1024², run the image encoder
+        self._sam_set_image(image)
 
     def predict(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
         import torch

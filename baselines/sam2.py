@@ -22,7 +22,7 @@ import numpy as np
 
 from segcore.prompt import Prompt
 
-from .common import LogitsSegmenter, count_parameters, register_baseline
+from .common import LogitsSegmenter, register_baseline
 from .weights import RANDOM, WeightsSpec, check_state_dict, load_state_dict, resolve, weights_id
 
 SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"  # the 2.1 release (download_ckpts.sh)
@@ -45,11 +45,7 @@ class Sam2Segmenter(LogitsSegmenter):
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         super().__init__(device)
-        self.name = name
-        self.batch = int(batch)
-        self.model = model.to(self.device).eval()
-        self.num_parameters = count_parameters(self.model)
-        self.weights_id = wid
+        self.model = self._adopt(name, model, wid, batch)
         self.predictor = SAM2ImagePredictor(self.model)  # mask_threshold=0, no hole/sprinkle filling
         self.mask_threshold = float(self.predictor.mask_threshold)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from segcore.prompt import Prompt
 
-from .common import LogitsSegmenter, count_parameters, register_baseline
+from .common import LogitsSegmenter, register_baseline
 from .weights import RANDOM, WeightsError, WeightsSpec, check_state_dict, load_state_dict, resolve, weights_id
 
 HF = "https://huggingface.co/Zigeng/"
@@ -49,11 +49,7 @@ class SlimSamSegmenter(LogitsSegmenter):
         from transformers import SamImageProcessor, SamProcessor
 
         super().__init__(device)
-        self.name = name
-        self.batch = int(batch)
-        self.model = model.to(self.device).eval()
-        self.num_parameters = count_parameters(self.model)
-        self.weights_id = wid
+        self.model = self._adopt(name, model, wid, batch)
         self.processor = SamProcessor(image_processor=SamImageProcessor())  # SAM's defaults, as the authors' files
         self._embeddings = None
         self._sizes = None
