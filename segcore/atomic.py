@@ -66,6 +66,45 @@ def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 1, sort
     atomic_write_text(path, text)
 
 
+class PartFileWriter:
+    """Buffers rows and writes each flush as a new part file FOLDER/part-TAG-NNNNNN.csv (atomic, never appended to),
+    every `flush_every` rows or, when set, every `flush_seconds` seconds. Subclasses say how rows are written
+    (`write_part`); concurrent shards never share a file, since the tag carries the process id and start time."""
+
+    def __init__(self, folder, tag: str = "0", flush_every: int = 200, flush_seconds: float | None = None):
+        self.dir = Path(folder)
+        self.tag = f"{tag}-{os.getpid()}-{int(time.time() * 1000)}"
+        self.flush_every, self.flush_seconds = flush_every, flush_seconds
+        self.buffer: list = []
+        self.parts = 0
+        self.written = 0
+        self._last = time.monotonic()
+
+    def write_part(self, path: Path, rows: list) -> None:
+        raise NotImplementedError
+
+    def _maybe_flush(self) -> None:
+        late = self.flush_seconds is not None and time.monotonic() - self._last > self.flush_seconds
+        if len(self.buffer) >= self.flush_every or late:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last = time.monotonic()
+        if not self.buffer:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.write_part(self.dir / f"part-{self.tag}-{self.parts:06d}.csv", self.buffer)
+        self.written += len(self.buffer)
+        self.parts += 1
+        self.buffer = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.flush()
+
+
 def stale_tmp_files(folder: str | os.PathLike, min_age_s: float = 0.0) -> list[Path]:
     """Temp files atomic_path left in `folder` (not recursive) that are at least min_age_s old."""
     folder, now, out = Path(folder), time.time(), []

@@ -25,14 +25,13 @@ import json
 import math
 import os
 import re
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import PartFileWriter, atomic_path
 from .prompt import Prompt, PromptError, pixel_moments_from_rho, rho_from_box, rho_from_pixel_moments
 
 ORACLE, BOX_JITTER, GAUSSIAN_JITTER, DETECTIONS = "oracle", "box-jitter", "gaussian-jitter", "detections"
@@ -433,16 +432,12 @@ def row_to_csv(r: PromptRow) -> list[str]:
             MISS if p is None else "ok"] + geo + ["" if r.det_index is None else str(r.det_index), _f(r.det_score), _f(r.det_iou)]
 
 
-class PromptSetWriter:
+class PromptSetWriter(PartFileWriter):
     """Appends rows as part files (atomic; one per flush) under RUN_DIR/prompts/; merge_prompt_set folds them."""
 
     def __init__(self, run_dir, tag: str = "0", flush_every: int = 500):
-        self.dir = Path(run_dir) / "prompts"
-        self.tag = f"{tag}-{os.getpid()}-{int(time.time() * 1000)}"
-        self.flush_every = flush_every
-        self.buffer: list[PromptRow] = []
+        super().__init__(Path(run_dir) / "prompts", tag, flush_every)
         self.seen: set = set()
-        self.parts = 0
 
     def add(self, rows: Iterable[PromptRow]) -> None:
         for r in rows:
@@ -450,22 +445,10 @@ class PromptSetWriter:
             if k not in self.seen:  # several models see the same prompt: one row
                 self.seen.add(k)
                 self.buffer.append(r)
-        if len(self.buffer) >= self.flush_every:
-            self.flush()
+        self._maybe_flush()
 
-    def flush(self) -> None:
-        if not self.buffer:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        _write_rows(self.dir / f"part-{self.tag}-{self.parts:06d}.csv", [row_to_csv(r) for r in self.buffer])
-        self.parts += 1
-        self.buffer = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.flush()
+    def write_part(self, path: Path, rows: list) -> None:
+        _write_rows(path, [row_to_csv(r) for r in rows])
 
 
 def _write_rows(path: Path, rows: list[list[str]]) -> None:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from .atomic import atomic_path
+from .atomic import PartFileWriter, atomic_path
 
 SCHEMA_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)  # v1 lacks the inference-settings columns, v1-2 the backend columns, v1-3 the prompt column (read as empty)
@@ -99,40 +99,20 @@ def key_of(row: dict) -> tuple:
     return tuple(str(row[k]) for k in KEY)
 
 
-class RecordWriter:
+class RecordWriter(PartFileWriter):
     """Buffers rows and flushes them as new part files (temp + rename, fsync) every `flush_every` rows or
     `flush_seconds` seconds."""
 
     def __init__(self, run_dir, tag: str = "0", flush_every: int = 200, flush_seconds: float = 30.0):
-        self.dir = Path(run_dir) / "records"
+        super().__init__(Path(run_dir) / "records", tag, flush_every, flush_seconds)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.tag = f"{tag}-{os.getpid()}-{int(time.time() * 1000)}"
-        self.flush_every, self.flush_seconds = flush_every, flush_seconds
-        self.buffer: list[dict] = []
-        self.parts = 0
-        self.written = 0
-        self._last = time.monotonic()
 
     def add(self, row: dict) -> None:
         self.buffer.append(row)
-        if len(self.buffer) >= self.flush_every or time.monotonic() - self._last > self.flush_seconds:
-            self.flush()
+        self._maybe_flush()
 
-    def flush(self) -> None:
-        self._last = time.monotonic()
-        if not self.buffer:
-            return
-        path = self.dir / f"part-{self.tag}-{self.parts:06d}.csv"
-        write_csv(path, self.buffer)
-        self.written += len(self.buffer)
-        self.parts += 1
-        self.buffer = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.flush()
+    def write_part(self, path: Path, rows: list) -> None:
+        write_csv(path, rows)
 
 
 def write_csv(path, rows: Iterable[dict]) -> None:
