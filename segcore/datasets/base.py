@@ -113,3 +113,41 @@ class Dataset:
     def __iter__(self) -> Iterator[Sample]:
         for entry in self.index():
             yield self.sample(entry)
+
+
+def decode_rle(rle: dict, what: str) -> np.ndarray:
+    """A COCO RLE as a bool mask; ItemError naming `what` when pycocotools cannot decode it."""
+    from pycocotools import mask as mask_utils
+
+    try:
+        return mask_utils.decode(rle).astype(bool)
+    except Exception as e:
+        raise ItemError(f"{what}: cannot decode mask ({type(e).__name__}: {e})") from None
+
+
+def masks_from_rles(rles: dict, image_id: str) -> dict:
+    """{object id: bool mask or ItemError} from {object id: RLE dict, decoded mask or ItemError} (adapters' _rles)."""
+    out = {}
+    for oid, r in rles.items():
+        if isinstance(r, dict):
+            try:
+                r = decode_rle(r, f"object {oid} of image {image_id}")
+            except ItemError as e:
+                r = e
+        out[oid] = r
+    return out
+
+
+def areas_from_rles(rles: dict) -> dict:
+    """{object id: (mask pixels, image pixels) or ItemError}: exact counts from the RLE, without decoding."""
+    from pycocotools import mask as mask_utils
+
+    out = {}
+    for oid, r in rles.items():
+        if isinstance(r, dict):
+            out[oid] = (int(mask_utils.area(r)), int(r["size"][0]) * int(r["size"][1]))
+        elif isinstance(r, np.ndarray):
+            out[oid] = (int(np.count_nonzero(r)), int(r.size))
+        else:
+            out[oid] = r
+    return out

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..image import image_file_size
-from .base import Dataset, DatasetError, ImageEntry, ItemError, ObjectEntry, read_image_file
+from .base import Dataset, DatasetError, ImageEntry, ItemError, ObjectEntry, areas_from_rles, masks_from_rles, read_image_file
 
 MAX_PIXELS = 1 << 28  # a stated size above this is not trusted: the file's own header decides
 
@@ -273,31 +273,11 @@ class CocoDataset(Dataset):
         return out
 
     def load_masks(self, entry: ImageEntry, object_ids: Sequence[str]) -> dict:
-        from pycocotools import mask as mask_utils
-
-        out = {}
-        for oid, r in self._rles(entry, object_ids).items():
-            if isinstance(r, dict):
-                try:
-                    r = mask_utils.decode(r).astype(bool)
-                except Exception as e:
-                    r = ItemError(f"object {oid} of image {entry.image_id}: cannot decode mask ({type(e).__name__}: {e})")
-            out[oid] = r
-        return out
+        return masks_from_rles(self._rles(entry, object_ids), entry.image_id)
 
     def mask_areas(self, entry: ImageEntry, object_ids: Sequence[str]) -> dict:
         """Exact pixel counts from the RLE (the same number the decoded mask gives), without decoding."""
-        from pycocotools import mask as mask_utils
-
-        out = {}
-        for oid, r in self._rles(entry, object_ids).items():
-            if isinstance(r, dict):
-                out[oid] = (int(mask_utils.area(r)), int(r["size"][0]) * int(r["size"][1]))
-            elif isinstance(r, np.ndarray):
-                out[oid] = (int(np.count_nonzero(r)), int(r.size))
-            else:
-                out[oid] = r
-        return out
+        return areas_from_rles(self._rles(entry, object_ids))
 
     def _mask_from_file(self, rel: str, h: int, w: int, what: str) -> np.ndarray:
         from PIL import Image

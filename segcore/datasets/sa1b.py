@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .base import Dataset, DatasetError, ImageEntry, ItemError, ObjectEntry
+from .base import Dataset, DatasetError, ImageEntry, ItemError, ObjectEntry, areas_from_rles, decode_rle, masks_from_rles  # noqa: F401  (decode_rle: the trainer's stream)
 from ..image import decode_image_bytes
 
 log = logging.getLogger("segcore.sa1b")
@@ -251,15 +251,6 @@ def annotation_rle(ann: dict, height: int, width: int, what: str) -> dict:
     return segmentation_to_rle(seg, height, width, what)
 
 
-def decode_rle(rle: dict, what: str) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
-    try:
-        return mask_utils.decode(rle).astype(bool)
-    except Exception as e:
-        raise ItemError(f"{what}: cannot decode mask ({type(e).__name__}: {e})") from None
-
-
 def decode_image(data: bytes, rec: dict, what: str) -> np.ndarray:
     """The jpg, checked against the size its json states (a mismatch would misplace every mask)."""
     image = decode_image_bytes(data, what)
@@ -296,7 +287,6 @@ class Sa1bDataset(Dataset):
         entries = []
         for si, shard in enumerate(self.source.shards):
             for stem in shard.stems():
-                what = f"{shard.name}:{stem}"
                 try:
                     rec, _ = self._record((si, stem))
                 except ItemError as e:
@@ -340,18 +330,7 @@ class Sa1bDataset(Dataset):
         return out
 
     def load_masks(self, entry: ImageEntry, object_ids: Sequence[str]) -> dict:
-        out = {}
-        for oid, r in self._rles(entry, object_ids).items():
-            if isinstance(r, dict):
-                try:
-                    r = decode_rle(r, f"object {oid} of image {entry.image_id}")
-                except ItemError as e:
-                    r = e
-            out[oid] = r
-        return out
+        return masks_from_rles(self._rles(entry, object_ids), entry.image_id)
 
     def mask_areas(self, entry: ImageEntry, object_ids: Sequence[str]) -> dict:
-        from pycocotools import mask as mask_utils
-
-        return {oid: (int(mask_utils.area(r)), int(r["size"][0]) * int(r["size"][1])) if isinstance(r, dict) else r
-                for oid, r in self._rles(entry, object_ids).items()}
+        return areas_from_rles(self._rles(entry, object_ids))
